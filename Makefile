@@ -1,0 +1,57 @@
+# pg2neo — every target sets up what it needs: Debian packages, the virtual environment, Maven artifacts, servers.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+SCALE  ?= 200
+
+.PHONY: deps system-deps check test unit integration demo soak bench bench-quick up down status clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+deps: system-deps $(STAMP)
+
+check: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+test: deps check
+	$(BIN)/pytest tests
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+integration: deps
+	$(BIN)/pytest tests/integration
+
+demo: deps
+	$(BIN)/pg2neo demo --scale $(SCALE)
+
+soak: deps
+	$(BIN)/pytest -m soak tests
+
+bench: deps
+	$(BIN)/python -m bench.run_all
+
+bench-quick: deps
+	$(BIN)/python -m bench.run_all --quick
+
+up: deps
+	$(BIN)/pg2neo dev up
+
+down: $(STAMP)
+	$(BIN)/pg2neo dev down
+
+status: $(STAMP)
+	$(BIN)/pg2neo dev status
+
+clean: down
+	rm -rf .state
