@@ -83,7 +83,7 @@ def pg_dsn(servers: Connections) -> Iterator[str]:
 
 def wipe_graph(conn: Connections) -> None:
     with conn.driver() as driver, driver.session() as session:
-        session.run("MATCH (n) CALL { WITH n DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS").consume()
+        session.run("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS").consume()
         for record in list(session.run("SHOW CONSTRAINTS YIELD name RETURN name")):
             session.run(f"DROP CONSTRAINT `{record['name']}` IF EXISTS").consume()
         for record in list(session.run("SHOW INDEXES YIELD name, type WHERE type <> 'LOOKUP' RETURN name")):

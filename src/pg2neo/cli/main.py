@@ -6,15 +6,25 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import psycopg
 import typer
+from prometheus_client import start_http_server
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from pg2neo import logs
 from pg2neo.devstack.stack import LocalStack
 from pg2neo.errors import Pg2NeoError
+from pg2neo.mapping.plan import Mapping
+from pg2neo.mapping.resolve import load_mapping
+from pg2neo.runtime import install
+from pg2neo.runtime.connections import resolve
+from pg2neo.runtime.engine import BatchResult, Engine
+from pg2neo.runtime.service import Stopper, run_service, run_snapshot
+from pg2neo.runtime.status import status_report
 from pg2neo.settings import Settings
 
 app = typer.Typer(help="Keep a Neo4j graph continuously and verifiably in sync with PostgreSQL.", no_args_is_help=True)
@@ -22,6 +32,7 @@ dev_app = typer.Typer(help="The embedded local PostgreSQL + Neo4j stack.", no_ar
 app.add_typer(dev_app, name="dev")
 
 console = Console()
+log = logs.get_logger("cli")
 err_console = Console(stderr=True)
 
 
@@ -99,6 +110,199 @@ def dev_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
         neo.get("data", ""),
     )
     console.print(table)
+
+
+# -- the sync commands ----------------------------------------------------------------------------------------
+
+
+class Context:
+    """What a sync command needs: connections, a PostgreSQL session, the driver and the checked mapping."""
+
+    def __init__(self, check_installed: bool = False) -> None:
+        self.settings = settings()
+        self.connections = resolve(self.settings)
+        self.conn = psycopg.connect(self.connections.pg_dsn, autocommit=True)
+        self.driver = self.connections.driver()
+        self.mapping = load_mapping(self.settings.mapping, self.conn)
+        if check_installed:
+            install.check_installed(self.conn, self.mapping)
+
+    def engine(self) -> Engine:
+        return Engine(
+            self.connections.pg_dsn, self.driver, self.mapping, self.settings.apply, self.connections.neo4j_database
+        )
+
+    def close(self) -> None:
+        self.conn.close()
+        self.driver.close()
+
+
+def _context(check_installed: bool = False) -> Context:
+    try:
+        return Context(check_installed)
+    except Pg2NeoError as exc:
+        raise fail(exc) from exc
+    except psycopg.OperationalError as exc:
+        raise fail(Pg2NeoError(f"cannot connect to PostgreSQL: {str(exc).strip()}")) from exc
+
+
+@app.command()
+def init(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the SQL and Cypher instead of running it.")] = False,
+) -> None:
+    """Validate the mapping; install the capture triggers and pg2neo schema; create Neo4j constraints. Idempotent."""
+    ctx = _context()
+    try:
+        statements, cypher = install.init(ctx.conn, ctx.driver, ctx.mapping, ctx.connections.neo4j_database, dry_run)
+    except Pg2NeoError as exc:
+        raise fail(exc) from exc
+    finally:
+        ctx.close()
+    if dry_run:
+        sys.stdout.write("-- PostgreSQL\n" + ";\n\n".join(statements) + ";\n\n// Neo4j\n" + ";\n".join(cypher) + ";\n")
+        return
+    console.print(
+        f"[green]installed[/]: {len(ctx.mapping.nodes)} node tables, {len(ctx.mapping.joins)} join tables, "
+        f"{len(cypher)} Neo4j constraints/indexes"
+    )
+
+
+@app.command()
+def uninstall() -> None:
+    """Remove the capture triggers and the pg2neo schema (queue, dead letters, audit) from PostgreSQL."""
+    s = settings()
+    connections = resolve(s)
+    with psycopg.connect(connections.pg_dsn, autocommit=True) as conn:
+        removed = install.uninstall(conn)
+    console.print(f"[green]uninstalled[/]: {removed} triggers and the pg2neo schema")
+
+
+@app.command()
+def snapshot(
+    restart: Annotated[bool, typer.Option("--restart", help="Forget earlier progress and load everything.")] = False,
+) -> None:
+    """Load the rows that already exist, in bounded batches; resumable; safe while writes and `run` go on."""
+    ctx = _context(check_installed=True)
+    engine = ctx.engine()
+    stopper = Stopper()
+    stopper.install()
+    if restart:
+        engine.reset_snapshot()
+    totals = table_sizes(ctx.conn, ctx.mapping)
+    started = time.monotonic()
+    try:
+        if console.is_terminal:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                console=console,
+            ) as progress:
+                tasks = {t: progress.add_task(t, total=n, rate="") for t, n in totals.items()}
+
+                def on_page(table: str, result: BatchResult) -> None:
+                    task = progress.tasks[tasks[table]]
+                    rate = result.extra["rows_done"] / max(task.elapsed or 1e-9, 1e-9)
+                    progress.update(tasks[table], completed=result.extra["rows_done"], rate=f"{rate:,.0f} rows/s")
+                    if result.done:
+                        progress.update(tasks[table], total=result.extra["rows_done"])
+
+                total = run_snapshot(engine, stopper, on_page)
+        else:
+
+            def on_page(table: str, result: BatchResult) -> None:
+                logs.event(
+                    log,
+                    "snapshot_progress",
+                    table=table,
+                    rows_done=result.extra["rows_done"],
+                    estimated_total=totals.get(table),
+                    done=result.done,
+                )
+
+            total = run_snapshot(engine, stopper, on_page)
+    finally:
+        engine.close()
+        ctx.close()
+    elapsed = time.monotonic() - started
+    console.print(f"[green]snapshot[/]: {total:,} rows in {elapsed:.1f}s ({total / max(elapsed, 1e-9):,.0f} rows/s)")
+
+
+@app.command("run")
+def run_command(
+    until_empty: Annotated[bool, typer.Option("--until-empty", help="Stop once the queue is drained.")] = False,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
+) -> None:
+    """The sync service: apply queued changes to Neo4j in batches until stopped (SIGTERM/SIGINT)."""
+    ctx = _context(check_installed=True)
+    port = metrics_port or ctx.settings.metrics_port
+    if port:
+        start_http_server(port, addr="127.0.0.1")
+    engine = ctx.engine()
+    stopper = Stopper()
+    stopper.install()
+    logs.event(log, "service_started", tables=len(ctx.mapping.tables), batch_rows=ctx.settings.apply.batch_rows)
+    try:
+        applied = run_service(engine, stopper, ctx.settings.apply.poll_interval, until_empty)
+    except Pg2NeoError as exc:
+        raise fail(exc) from exc
+    finally:
+        engine.close()
+        ctx.close()
+    logs.event(log, "service_stopped", applied=applied)
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Queue depth, lag, throughput over the last minute, dead letters and the last batch."""
+    connections = resolve(settings())
+    with psycopg.connect(connections.pg_dsn, autocommit=True) as conn:
+        try:
+            report = status_report(conn)
+        except psycopg.errors.UndefinedTable as exc:
+            raise fail(Pg2NeoError("pg2neo is not installed in this database: run `pg2neo init`")) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+        return
+    table = Table("measure", "value")
+    table.add_row("queue depth", f"{report['queue_depth']:,}")
+    table.add_row("lag (oldest unapplied)", f"{report['lag_seconds']:.2f} s")
+    table.add_row("applied, last minute", f"{report['applied_last_minute']:,} ({report['throughput_per_second']}/s)")
+    table.add_row("dead letters", str(report["dead_letters"]))
+    last = report["last_batch"]
+    table.add_row(
+        "last batch",
+        "none"
+        if last is None
+        else f"{last['kind']} {last['events']} events in {last['duration_ms']} ms at {last['finished_at']}",
+    )
+    console.print(table)
+
+
+@app.command()
+def demo(
+    scale: Annotated[int, typer.Option(help="Content items to generate (other tables in proportion).")] = 200,
+    live_operations: Annotated[int, typer.Option(help="Live writes applied while `run` is going.")] = 300,
+) -> None:
+    """Start the local stack, load the reference schema with data, init, snapshot, run live writes, compare."""
+    from pg2neo.runtime.demo import run_demo
+
+    try:
+        run_demo(settings(), console, scale, live_operations)
+    except Pg2NeoError as exc:
+        raise fail(exc) from exc
+
+
+def table_sizes(conn: psycopg.Connection[Any], mapping: Mapping) -> dict[str, int]:
+    sizes = {}
+    for entry in mapping.entries:
+        row = conn.execute(
+            psycopg.sql.SQL("SELECT count(*) FROM {}").format(psycopg.sql.Identifier(entry.schema, entry.name))
+        ).fetchone()
+        sizes[entry.table] = int(row[0]) if row else 0
+    return sizes
 
 
 def run() -> None:

@@ -489,6 +489,13 @@ def plan(scale: int, seed: int = 42) -> Plan:
     )
 
 
+def _null(rng: random.Random, index: int, rate: float) -> bool:
+    """Whether a nullable column of a small table gets NULL: never for the row at index 0 and always for
+    the one at index 1, so that even two-row tables have both, and at ``rate`` otherwise."""
+    draw = rng.random()
+    return index == 1 or (index != 0 and draw < rate)
+
+
 def _group(members: Sequence[int], groups: int) -> list[list[int]]:
     grouped: list[list[int]] = [[] for _ in range(groups)]
     for member, group in enumerate(members):
@@ -505,7 +512,7 @@ def tenant_rows(p: Plan) -> Iterator[Row]:
     rng = p.rng("tenants")
     for i, tenant_id in enumerate(p.tenant_ids):
         name = f"{rng.choice(_COMPANY_WORDS)} {i + 1}"
-        plan_name = None if rng.random() < 0.2 else rng.choice(_PLANS)
+        plan_name = None if _null(rng, i, 0.2) else rng.choice(_PLANS)
         created = _slot(rng.random() * 0.05, 1)
         yield (tenant_id, name, plan_name, created, _updated(rng, created))
 
@@ -531,8 +538,8 @@ def user_rows(p: Plan) -> Iterator[Row]:
 def program_rows(p: Plan) -> Iterator[Row]:
     rng = p.rng("programs")
     for i, (program_id, tenant) in enumerate(zip(p.program_ids, p.program_tenants, strict=True)):
-        description = None if rng.random() < 0.2 else random_text(rng, 5, 30)
-        starts_on = None if rng.random() < 0.2 else _BASE_DATE + timedelta(days=rng.randint(0, 1200))
+        description = None if _null(rng, i, 0.2) else random_text(rng, 5, 30)
+        starts_on = None if _null(rng, i, 0.2) else _BASE_DATE + timedelta(days=rng.randint(0, 1200))
         created = _slot(i + rng.random(), len(p.program_ids))
         yield (
             program_id,
@@ -550,9 +557,9 @@ def project_rows(p: Plan) -> Iterator[Row]:
     programs_by_tenant = _group(p.program_tenants, len(p.tenant_ids))
     for i, (project_id, tenant) in enumerate(zip(p.project_ids, p.project_tenants, strict=True)):
         candidates = programs_by_tenant[tenant]
-        program_id = p.program_ids[rng.choice(candidates)] if candidates and rng.random() >= 0.2 else None
-        description = None if rng.random() < 0.25 else random_text(rng, 5, 40)
-        budget = None if rng.random() < 0.2 else Decimal(rng.randint(0, 9_999_999_999)).scaleb(-2)
+        program_id = None if _null(rng, i, 0.2) or not candidates else p.program_ids[rng.choice(candidates)]
+        description = None if _null(rng, i, 0.25) else random_text(rng, 5, 40)
+        budget = None if _null(rng, i, 0.2) else Decimal(rng.randint(0, 9_999_999_999)).scaleb(-2)
         created = _slot(i + rng.random(), len(p.project_ids))
         yield (
             project_id,

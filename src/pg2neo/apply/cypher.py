@@ -1,0 +1,123 @@
+"""Cypher for the apply stage, generated once per mapped table from checked identifiers.
+
+Labels, types and property names come only from the resolved mapping (checked against `IDENTIFIER`) and are
+backquoted; every value travels as a parameter. Each statement handles a whole batch with `UNWIND`.
+A version guard (`_pg2neo_version`, the batch's epoch) keeps an older read from overwriting a newer one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pg2neo.mapping.plan import ForeignKeyRel, JoinTable, NodeTable
+
+VERSION = "_pg2neo_version"
+SYNCED_AT = "_pg2neo_synced_at"
+REL_KEY = "_pg2neo_key"
+CHECKPOINT_LABEL = "_Pg2neoCheckpoint"
+
+
+def q(name: str) -> str:
+    """Backquote a checked identifier (doubling any backquote, though checked names have none)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _key_map(props: tuple[str, ...], source: str) -> str:
+    return "{" + ", ".join(f"{q(p)}: {source}[{i}]" for i, p in enumerate(props)) + "}"
+
+
+def _guard(var: str) -> str:
+    return f"({var}.{VERSION} IS NULL OR {var}.{VERSION} <= $epoch)"
+
+
+@dataclass(frozen=True)
+class NodeStatements:
+    upsert: str
+    delete: str
+    links: tuple[str, ...]
+    truncate: str
+
+
+def node_statements(table: NodeTable) -> NodeStatements:
+    label = q(table.label)
+    key = _key_map(table.key_props, "r.k")
+    extra = "".join(f":{q(lbl)}" for lbl in table.labels[1:])
+    set_extra = f"\nSET n{extra}" if extra else ""
+    upsert = (
+        f"UNWIND $rows AS r\n"
+        f"MERGE (n:{label} {key})\n"
+        f"WITH n, r WHERE {_guard('n')}\n"
+        f"SET n = r.p, n.{VERSION} = $epoch, n.{SYNCED_AT} = $synced_at{set_extra}"
+    )
+    delete = (
+        f"UNWIND $keys AS k\nMATCH (n:{label} {_key_map(table.key_props, 'k')})\nWHERE {_guard('n')}\nDETACH DELETE n"
+    )
+    links = tuple(_link_statement(table, rel) for rel in table.fk_rels)
+    truncate = f"MATCH (n:{label}) CALL (n) {{ DETACH DELETE n }} IN TRANSACTIONS OF 10000 ROWS"
+    return NodeStatements(upsert, delete, links, truncate)
+
+
+def _link_statement(table: NodeTable, rel: ForeignKeyRel) -> str:
+    """Make the node's relationship for one foreign key match the row: moved, removed (NULL) or created."""
+    label = q(table.label)
+    target = q(rel.target_label)
+    rtype = q(rel.type)
+    pattern_old = f"(n)-[old:{rtype}]->(x)" if rel.direction == "out" else f"(n)<-[old:{rtype}]-(x)"
+    pattern_new = f"(n)-[:{rtype}]->(x)" if rel.direction == "out" else f"(n)<-[:{rtype}]-(x)"
+    same_target = " AND ".join(f"x.{q(p)} = r.t[{i}]" for i, p in enumerate(rel.target_key_props))
+    return (
+        f"UNWIND $rows AS r\n"
+        f"MATCH (n:{label} {_key_map(table.key_props, 'r.k')})\n"
+        f"CALL (n, r) {{\n"
+        f"  MATCH {pattern_old}\n"
+        f"  WHERE r.t IS NULL OR NOT (x:{target} AND {same_target})\n"
+        f"  DELETE old }}\n"
+        f"WITH n, r WHERE r.t IS NOT NULL\n"
+        f"MERGE (x:{target} {_key_map(rel.target_key_props, 'r.t')})\n"
+        f"MERGE {pattern_new}"
+    )
+
+
+@dataclass(frozen=True)
+class JoinStatements:
+    clear: str
+    upsert: str
+    truncate: str
+    index: str
+
+
+def join_statements(table: JoinTable) -> JoinStatements:
+    rtype = q(table.type)
+    start, end = table.start, table.end
+    same_ends = " AND ".join(
+        [f"startNode(old).{q(p)} = r.a[{i}]" for i, p in enumerate(start.key_props)]
+        + [f"endNode(old).{q(p)} = r.b[{i}]" for i, p in enumerate(end.key_props)]
+    )
+    clear = (
+        f"UNWIND $rows AS r\n"
+        f"MATCH ()-[old:{rtype} {{{REL_KEY}: r.key}}]->()\n"
+        f"WHERE r.a IS NULL OR NOT ({same_ends})\n"
+        f"DELETE old"
+    )
+    upsert = (
+        f"UNWIND $rows AS r\n"
+        f"MERGE (a:{q(start.label)} {_key_map(start.key_props, 'r.a')})\n"
+        f"MERGE (b:{q(end.label)} {_key_map(end.key_props, 'r.b')})\n"
+        f"MERGE (a)-[rel:{rtype} {{{REL_KEY}: r.key}}]->(b)\n"
+        f"WITH rel, r WHERE {_guard('rel')}\n"
+        f"SET rel = r.p, rel.{REL_KEY} = r.key, rel.{VERSION} = $epoch, rel.{SYNCED_AT} = $synced_at"
+    )
+    truncate = f"MATCH ()-[r:{rtype}]->() CALL (r) {{ DELETE r }} IN TRANSACTIONS OF 10000 ROWS"
+    index = f"CREATE INDEX {q('pg2neo_' + table.type + '_key')} IF NOT EXISTS FOR ()-[r:{rtype}]-() ON (r.{REL_KEY})"
+    return JoinStatements(clear, upsert, truncate, index)
+
+
+def constraint_statement(table: NodeTable) -> str:
+    props = ", ".join(f"n.{q(p)}" for p in table.key_props)
+    name = q(f"pg2neo_{table.label}_key")
+    return f"CREATE CONSTRAINT {name} IF NOT EXISTS FOR (n:{q(table.label)}) REQUIRE ({props}) IS UNIQUE"
+
+
+CHECKPOINT = (
+    f"MERGE (c:{CHECKPOINT_LABEL} {{name: $name}}) SET c.last_seq = $last_seq, c.epoch = $epoch, c.at = $synced_at"
+)

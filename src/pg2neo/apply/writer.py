@@ -1,0 +1,84 @@
+"""The Neo4j writer: one batch, one Neo4j transaction, its checkpoint included.
+
+Order inside the transaction: node deletes, node upserts, foreign-key relationships, join-table relationships
+(cleared where moved or gone, then merged). The read behind a batch is one PostgreSQL snapshot, so a node it
+deletes is never the endpoint of a relationship it writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from neo4j import Driver, ManagedTransaction
+
+from pg2neo.apply.cypher import (
+    CHECKPOINT,
+    JoinStatements,
+    NodeStatements,
+    constraint_statement,
+    join_statements,
+    node_statements,
+)
+from pg2neo.mapping.ops import GraphBatch
+from pg2neo.mapping.plan import Mapping
+
+
+class GraphWriter:
+    def __init__(self, driver: Driver, mapping: Mapping, database: str = "neo4j") -> None:
+        self.driver = driver
+        self.mapping = mapping
+        self.database = database
+        self.node_cypher: dict[str, NodeStatements] = {n.table: node_statements(n) for n in mapping.nodes}
+        self.join_cypher: dict[str, JoinStatements] = {j.table: join_statements(j) for j in mapping.joins}
+
+    def schema_statements(self) -> list[str]:
+        """Uniqueness constraints on every node key, indexes on join relationships' keys."""
+        return [constraint_statement(n) for n in self.mapping.nodes] + [s.index for s in self.join_cypher.values()]
+
+    def ensure_schema(self) -> None:
+        with self.driver.session(database=self.database) as session:
+            for statement in self.schema_statements():
+                session.run(statement).consume()
+            session.run("CALL db.awaitIndexes(300)").consume()
+
+    def write(self, batch: GraphBatch, epoch: int, checkpoint: tuple[str, int] | None = None) -> None:
+        synced_at = dt.datetime.now(dt.UTC)
+        with self.driver.session(database=self.database) as session:
+            session.execute_write(self._work, batch, epoch, synced_at, checkpoint)
+
+    def _work(
+        self,
+        tx: ManagedTransaction,
+        batch: GraphBatch,
+        epoch: int,
+        synced_at: dt.datetime,
+        checkpoint: tuple[str, int] | None,
+    ) -> None:
+        common: dict[str, Any] = {"epoch": epoch, "synced_at": synced_at}
+        for table, writes in batch.nodes.items():
+            if writes.deletes:
+                tx.run(self.node_cypher[table].delete, keys=writes.deletes, **common).consume()
+        for table, writes in batch.nodes.items():
+            if writes.upserts:
+                tx.run(self.node_cypher[table].upsert, rows=writes.upserts, **common).consume()
+        for table, writes in batch.nodes.items():
+            for statement, rows in zip(self.node_cypher[table].links, writes.links, strict=True):
+                if rows:
+                    tx.run(statement, rows=rows).consume()
+        for table, joins in batch.joins.items():
+            clear = [{"key": k, "a": None, "b": None} for k in joins.deletes]
+            clear += [{"key": u["key"], "a": u["a"], "b": u["b"]} for u in joins.upserts]
+            if clear:
+                tx.run(self.join_cypher[table].clear, rows=clear).consume()
+            if joins.upserts:
+                tx.run(self.join_cypher[table].upsert, rows=joins.upserts, **common).consume()
+        if checkpoint is not None:
+            name, last_seq = checkpoint
+            tx.run(CHECKPOINT, name=name, last_seq=last_seq, **common).consume()
+
+    def truncate(self, table: str) -> None:
+        """Empty a label or relationship type (auto-commit, in chunks: `CALL {} IN TRANSACTIONS`)."""
+        statement = self.node_cypher[table].truncate if table in self.node_cypher else self.join_cypher[table].truncate
+        with self.driver.session(database=self.database) as session:
+            session.run(statement).consume()
