@@ -309,5 +309,5 @@ def run() -> None:
     app()
 
 
-if __name__ == "__main__":
-    run()
+# Command groups kept in their own modules register themselves on `app` when imported.
+from pg2neo.cli import dlq_cmd, strict_cmd, verify_cmd  # noqa: E402, F401

@@ -142,7 +142,7 @@ def _start_service(dsn: str, connections: Connections, settings: Settings) -> su
         "PG2NEO_MAPPING": str(mapping_path()),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "pg2neo.cli.main", "--log-level", "warning", "run"],
+        [sys.executable, "-m", "pg2neo", "--log-level", "warning", "run"],
         env=env,
         stdin=subprocess.DEVNULL,
     )
