@@ -1,0 +1,1 @@
+"""pg2neo benchmarks (make bench)."""
