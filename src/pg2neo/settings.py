@@ -25,6 +25,8 @@ class ApplySettings(BaseModel):
     poll_interval: float = Field(default=0.2, gt=0)
     snapshot_batch_rows: int = Field(default=5000, ge=1)
     max_retries: int = Field(default=8, ge=0)
+    # Test-only fault injection: probability of SIGKILL between the Neo4j commit and the queue ack.
+    fault_kill_after_commit: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class DevSettings(BaseModel):

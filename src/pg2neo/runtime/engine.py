@@ -7,11 +7,20 @@ in the same PostgreSQL transaction. So:
 - a crash anywhere leaves the events queued, and the replay re-reads and re-MERGEs: idempotent;
 - reads and writes are serialised with every other applier (a second `run`, `snapshot`), so Neo4j only ever moves
   forward to a newer committed state, and a late event re-reads the row instead of replaying an old image.
+
+A permanent Neo4j error (a `ClientError`: a value Neo4j refuses, a violated constraint) never blocks the queue:
+the batch is bisected by key, each half re-built from the rows already read and written as its own Neo4j
+transaction (all inside the one PostgreSQL transaction), until the offending rows are isolated. Only they go to
+`pg2neo.dead_letters`; the rest lands and every event is acked. A key that is applied cleanly later (the row was
+fixed, or `pg2neo dlq retry`) loses its dead letter in the same transaction.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import random
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,13 +28,14 @@ from typing import Any
 
 import psycopg
 from neo4j import Driver
+from neo4j.exceptions import AuthError, ClientError, Forbidden
 
 from pg2neo.apply.writer import GraphWriter
 from pg2neo.capture.outbox_sql import APPLY_LOCK_KEY
 from pg2neo.capture.reader import by_keys_query, page_query, prepare_connection
 from pg2neo.errors import SchemaDriftError
 from pg2neo.logs import event, get_logger
-from pg2neo.mapping.ops import BatchBuilder, GraphBatch, RowFailure
+from pg2neo.mapping.ops import BatchBuilder, GraphBatch, RowFailure, _payload
 from pg2neo.mapping.plan import JoinTable, Mapping, NodeTable
 from pg2neo.settings import ApplySettings
 
@@ -53,6 +63,29 @@ class Event:
     key: tuple[str, ...] | None
 
 
+@dataclass(frozen=True)
+class ReadRow:
+    """One key of a batch as read from the batch's snapshot: its row, or None when the row is gone (a delete)."""
+
+    entry: NodeTable | JoinTable
+    key: tuple[str, ...]
+    row: tuple[Any, ...] | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    failure: RowFailure
+    error_class: str
+
+
+UNSTORABLE = "UnstorableValue"
+
+
+def rejected_by_neo4j(exc: BaseException) -> bool:
+    """A Neo4j error caused by the data written (constraint, value, type): retrying the same rows cannot help."""
+    return isinstance(exc, ClientError) and not isinstance(exc, AuthError | Forbidden)
+
+
 class Engine:
     def __init__(
         self, pg_dsn: str, driver: Driver, mapping: Mapping, settings: ApplySettings, database: str = "neo4j"
@@ -64,6 +97,8 @@ class Engine:
         self.writer = GraphWriter(driver, mapping, database)
         self._by_keys = {e.table: by_keys_query(mapping, e) for e in mapping.entries}
         self._conn: psycopg.Connection[Any] | None = None
+        # Set by the retry loop before each try: the audit row records how many tries the batch took.
+        self.attempts = 1
 
     # -- connection ---------------------------------------------------------------------------------------------
     @property
@@ -113,8 +148,8 @@ class Engine:
         for e in events:
             assert e.key is not None
             by_table.setdefault(e.table, {})[e.key] = None
-        batch = self.builder.new_batch()
-        unmapped: list[RowFailure] = []
+        reads: list[ReadRow] = []
+        unmapped: list[DeadLetter] = []
         taken: set[str] = set()
         payload_bytes = 0
         for table, keys in by_table.items():
@@ -124,30 +159,86 @@ class Engine:
             entry = self.mapping.entry(table)
             if entry is None:
                 reason = f"table `{table}` is no longer in the mapping; map it again or drop the dead letter"
-                unmapped += [RowFailure(table, k, reason, {}) for k in keys]
+                unmapped += [DeadLetter(RowFailure(table, k, reason, {}), "UnmappedTable") for k in keys]
                 continue
-            payload_bytes += self._read_keys(conn, batch, entry, list(keys))
+            payload_bytes += self._read_keys(conn, reads, entry, list(keys))
         events = [e for e in events if e.table in taken]
-        batch.failures += unmapped
-        self.writer.write(batch, epoch, ("outbox", events[-1].seq))
-        self._dead_letter(conn, batch.failures, events)
+        batch, dead = self._write_isolating(reads, epoch, ("outbox", events[-1].seq))
+        dead += unmapped
+        self._fault_point()
+        self._dead_letter(conn, dead, events)
+        self._clear_dead_letters(conn, reads, dead)
         conn.execute("DELETE FROM pg2neo.changes WHERE seq = ANY(%s)", ([e.seq for e in events],))
+        counts = batch.counts()
+        if dead:
+            counts["dead_letters"] = len(dead)
         result = BatchResult(
             "changes",
             len(events),
-            batch.counts(),
+            counts,
             time.monotonic() - started,
             first_seq=events[0].seq,
             last_seq=events[-1].seq,
-            dead_letters=len(batch.failures),
+            dead_letters=len(dead),
         )
         self._audit(conn, result, epoch)
         return result
 
+    def _build(self, reads: list[ReadRow]) -> GraphBatch:
+        """The graph writes of some read keys (the whole batch, or one half of a failed one)."""
+        batch = self.builder.new_batch()
+        grouped: dict[str, tuple[NodeTable | JoinTable, list[tuple[Any, ...]], list[tuple[str, ...]]]] = {}
+        for read in reads:
+            _, rows, gone = grouped.setdefault(read.entry.table, (read.entry, [], []))
+            if read.row is None:
+                gone.append(read.key)
+            else:
+                rows.append(read.row)
+        for entry, rows, gone in grouped.values():
+            if rows:
+                self.builder.add_rows(batch, entry, rows)
+            if gone:
+                self.builder.add_deletes(batch, entry, gone)
+        return batch
+
+    def _write_isolating(
+        self, reads: list[ReadRow], epoch: int, checkpoint: tuple[str, int] | None
+    ) -> tuple[GraphBatch, list[DeadLetter]]:
+        """Write the keys in one Neo4j transaction; if Neo4j rejects the data, bisect until the bad keys are alone.
+
+        Returns what was written (merged over the halves) and the dead letters: rows that cannot be converted
+        and single keys that Neo4j refused.
+        """
+        batch = self._build(reads)
+        try:
+            if not batch.empty() or checkpoint is not None:
+                self.writer.write(batch, epoch, checkpoint)
+        except Exception as exc:
+            if not rejected_by_neo4j(exc):
+                raise
+            if len(reads) == 1:
+                read = reads[0]
+                code = getattr(exc, "code", None) or type(exc).__name__
+                message = getattr(exc, "message", None) or str(exc)
+                payload = {} if read.row is None else _payload(read.entry, read.row[1 : 1 + len(read.entry.columns)])
+                failure = RowFailure(read.entry.table, read.key, f"Neo4j refused the row: {code}: {message}", payload)
+                event(log, "neo4j_rejected_row", table=read.entry.table, key=list(read.key), code=code)
+                return self.builder.new_batch(), [DeadLetter(failure, type(exc).__name__)]
+            mid = len(reads) // 2
+            first, dead = self._write_isolating(reads[:mid], epoch, checkpoint)
+            second, more = self._write_isolating(reads[mid:], epoch, checkpoint)
+            return _merged(first, second), dead + more
+        return batch, [DeadLetter(f, UNSTORABLE) for f in batch.failures]
+
+    def _fault_point(self) -> None:
+        """Test-only: die between the Neo4j commit and the queue acknowledgement (settings.fault_kill_after_commit)."""
+        if self.settings.fault_kill_after_commit and random.random() < self.settings.fault_kill_after_commit:
+            os.kill(os.getpid(), signal.SIGKILL)
+
     def _read_keys(
         self,
         conn: psycopg.Connection[Any],
-        batch: GraphBatch,
+        reads: list[ReadRow],
         entry: NodeTable | JoinTable,
         keys: list[tuple[str, ...]],
     ) -> int:
@@ -164,9 +255,9 @@ class Engine:
                 f"reading `{entry.table}` failed: {exc.diag.message_primary}. The table changed since "
                 "`pg2neo init`: update the mapping if needed and run `pg2neo init` again; queued changes are kept."
             ) from exc
-        self.builder.add_rows(batch, entry, found)
         present = {tuple(row[0]) for row in found}
-        self.builder.add_deletes(batch, entry, [k for k in keys if k not in present])
+        reads += [ReadRow(entry, tuple(row[0]), tuple(row)) for row in found]
+        reads += [ReadRow(entry, k, None) for k in keys if k not in present]
         return sum(_approx_size(row) for row in found)
 
     def _truncate(self, conn: psycopg.Connection[Any], truncate: Event, started: float) -> BatchResult:
@@ -184,8 +275,8 @@ class Engine:
         self._audit(conn, result, None)
         return result
 
-    def _dead_letter(self, conn: psycopg.Connection[Any], failures: list[RowFailure], events: list[Event]) -> None:
-        if not failures:
+    def _dead_letter(self, conn: psycopg.Connection[Any], dead: list[DeadLetter], events: list[Event]) -> None:
+        if not dead:
             return
         ops = {(e.table, e.key): e.op for e in events}
         with conn.cursor() as cur:
@@ -196,23 +287,51 @@ class Engine:
                 "error_class = EXCLUDED.error_class, payload = EXCLUDED.payload, op = EXCLUDED.op",
                 [
                     (
-                        f.table,
-                        list(f.key),
-                        ops.get((f.table, f.key), "U"),
-                        "UnstorableValue",
-                        f.reason,
-                        json.dumps(f.payload),
+                        d.failure.table,
+                        list(d.failure.key),
+                        ops.get((d.failure.table, d.failure.key), "U"),
+                        d.error_class,
+                        d.failure.reason,
+                        json.dumps(d.failure.payload, default=str),
                     )
-                    for f in failures
+                    for d in dead
                 ],
             )
-        for f in failures:
-            event(log, "dead_letter", table=f.table, key=list(f.key), reason=f.reason)
+        for d in dead:
+            event(
+                log,
+                "dead_letter",
+                table=d.failure.table,
+                key=list(d.failure.key),
+                error_class=d.error_class,
+                reason=d.failure.reason[:500],
+            )
+
+    def _clear_dead_letters(self, conn: psycopg.Connection[Any], reads: list[ReadRow], dead: list[DeadLetter]) -> None:
+        """Keys applied cleanly now (fixed, or retried with `pg2neo dlq retry`) are no longer dead letters."""
+        failed = {(d.failure.table, d.failure.key) for d in dead}
+        applied = [[r.entry.table, list(r.key)] for r in reads if (r.entry.table, r.key) not in failed]
+        if not applied:
+            return
+        conn.execute(
+            "DELETE FROM pg2neo.dead_letters d USING jsonb_array_elements(%s::jsonb) AS a(k) "
+            "WHERE d.tbl = a.k ->> 0 AND d.key = ARRAY(SELECT jsonb_array_elements_text(a.k -> 1))",
+            (json.dumps(applied),),
+        )
+
+    def prune_audit(self, retention_days: int) -> int:
+        """Delete audit rows older than the retention; returns how many went."""
+        with self.conn.transaction():
+            cur = self.conn.execute(
+                "DELETE FROM pg2neo.audit WHERE finished_at < now() - make_interval(days => %s)", (retention_days,)
+            )
+            return cur.rowcount
 
     def _audit(self, conn: psycopg.Connection[Any], result: BatchResult, epoch: int | None) -> None:
         conn.execute(
-            "INSERT INTO pg2neo.audit (kind, started_at, first_seq, last_seq, events, counts, duration_ms, outcome, "
-            "epoch) VALUES (%s, clock_timestamp() - make_interval(secs => %s), %s, %s, %s, %s, %s, 'applied', %s)",
+            "INSERT INTO pg2neo.audit (kind, started_at, first_seq, last_seq, events, counts, duration_ms, attempts, "
+            "outcome, epoch) "
+            "VALUES (%s, clock_timestamp() - make_interval(secs => %s), %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 result.kind,
                 result.duration,
@@ -221,6 +340,8 @@ class Engine:
                 result.events,
                 json.dumps(result.counts),
                 result.duration * 1000,
+                self.attempts,
+                "applied_with_dead_letters" if result.dead_letters else "applied",
                 epoch,
             ),
         )
@@ -231,7 +352,8 @@ class Engine:
             events=result.events,
             last_seq=result.last_seq,
             ms=round(result.duration * 1000, 1),
-            **result.counts,
+            attempts=self.attempts,
+            **{**result.counts, "dead_letters": result.dead_letters},
         )
 
     # -- snapshot -----------------------------------------------------------------------------------------------
@@ -253,11 +375,8 @@ class Engine:
         query = page_query(self.mapping, entry, after=last_key is not None)
         params = [*(last_key or []), limit]
         rows = conn.execute(query, params).fetchall()
-        batch = self.builder.new_batch()
-        self.builder.add_rows(batch, entry, rows)
-        if rows:
-            self.writer.write(batch, epoch)
-        self._dead_letter(conn, batch.failures, [])
+        batch, dead = self._write_isolating([ReadRow(entry, tuple(r[0]), tuple(r)) for r in rows], epoch, None)
+        self._dead_letter(conn, dead, [])
         done = len(rows) < limit
         conn.execute(
             "INSERT INTO pg2neo.snapshot_progress (tbl, last_key, rows_done, done, finished_at) "
@@ -271,7 +390,7 @@ class Engine:
             len(rows),
             batch.counts(),
             time.monotonic() - started,
-            dead_letters=len(batch.failures),
+            dead_letters=len(dead),
             done=done,
             extra={"rows_done": rows_done + len(rows)},
         )
@@ -281,6 +400,21 @@ class Engine:
     def reset_snapshot(self) -> None:
         with self.conn.transaction():
             self.conn.execute("DELETE FROM pg2neo.snapshot_progress")
+
+
+def _merged(first: GraphBatch, second: GraphBatch) -> GraphBatch:
+    """The writes of two halves as one batch (for counts): lists concatenated per table."""
+    for table, writes in second.nodes.items():
+        into = first.nodes.setdefault(table, writes)
+        if into is not writes:
+            into.upserts += writes.upserts
+            into.deletes += writes.deletes
+    for table, joins in second.joins.items():
+        target = first.joins.setdefault(table, joins)
+        if target is not joins:
+            target.upserts += joins.upserts
+            target.deletes += joins.deletes
+    return first
 
 
 def _approx_size(row: tuple[Any, ...]) -> int:

@@ -1,8 +1,17 @@
-"""`pg2neo run` and `pg2neo snapshot`: the loops around the engine, with retries, metrics and status."""
+"""`pg2neo run` and `pg2neo snapshot`: the loops around the engine, with retries, metrics and status.
+
+Errors are classified once, here at the boundary (`transient`): a lost server or connection, a session expired,
+a deadlock or a Neo4j transient error is waited out (exponential backoff with full jitter, capped) forever — the
+service never exits for them; it logs `transient_failure` / `waiting_for_servers`, sets
+`pg2neo_servers_reachable` to 0, and resumes by itself. Anything else (schema drift, a bug) propagates: the
+current batch rolls back, its events stay queued, and the command reports the error.
+"""
 
 from __future__ import annotations
 
+import logging
 import random
+import re
 import signal
 import threading
 import time
@@ -12,10 +21,16 @@ from types import FrameType
 from typing import Any
 
 import psycopg
-from neo4j.exceptions import ServiceUnavailable, SessionExpired, TransientError
+from neo4j.exceptions import (
+    ConnectionPoolError,
+    IncompleteCommit,
+    ServiceUnavailable,
+    SessionExpired,
+    TransientError,
+)
 from prometheus_client import Counter, Gauge
 
-from pg2neo.errors import is_transient
+from pg2neo.errors import SchemaDriftError, is_transient
 from pg2neo.logs import event, get_logger
 from pg2neo.runtime.engine import BatchResult, Engine
 
@@ -29,11 +44,38 @@ QUEUE_DEPTH = Gauge("pg2neo_queue_depth", "Changes waiting in the queue")
 LAG_SECONDS = Gauge("pg2neo_lag_seconds", "Age of the oldest unapplied change")
 UP = Gauge("pg2neo_servers_reachable", "1 when both servers answer, 0 while waiting for them")
 
-TRANSIENT = (ServiceUnavailable, SessionExpired, TransientError, psycopg.OperationalError, ConnectionError)
+AUDIT_PRUNE_EVERY = 3600.0  # seconds between deletions of audit rows older than the retention
+
+# ServiceUnavailable covers a refused or dropped Bolt connection and IncompleteCommit (replaying is idempotent);
+# psycopg's OperationalError covers lost connections, admin shutdown, deadlocks and serialization failures.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    ServiceUnavailable,
+    SessionExpired,
+    IncompleteCommit,
+    ConnectionPoolError,
+    TransientError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    ConnectionError,
+    TimeoutError,
+)
+
+_SECRETS = (
+    re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE),
+    re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)"),
+)
 
 
 def transient(exc: BaseException) -> bool:
+    """True for failures worth waiting out; a Neo4j ClientError (constraint, unstorable value) is permanent."""
     return is_transient(exc) or isinstance(exc, TRANSIENT)
+
+
+def redact(text: str) -> str:
+    """Remove passwords from a message that may quote a connection string."""
+    for pattern in _SECRETS:
+        text = pattern.sub(lambda m: m.group(1) + "***" + (m.group(3) if m.lastindex == 3 else ""), text)
+    return text
 
 
 class Stopper:
@@ -77,11 +119,18 @@ def with_retries(
 ) -> BatchResult | Exception | None:
     """Run one step; on a transient failure wait (backoff with jitter) and retry until it works or we stop."""
     backoff = Backoff()
+    waiting_since: float | None = None
     while not stopper.stopped:
+        engine.attempts = backoff.attempt + 1
         try:
             result = step()
-            if backoff.attempt:
-                event(log, "servers_back", after_attempts=backoff.attempt)
+            if waiting_since is not None:
+                event(
+                    log,
+                    "servers_back",
+                    after_attempts=backoff.attempt,
+                    waited_seconds=round(time.monotonic() - waiting_since, 1),
+                )
             UP.set(1)
             return result
         except Exception as exc:
@@ -91,15 +140,21 @@ def with_retries(
             UP.set(0)
             RETRIES.inc()
             delay = backoff.next_delay()
+            if waiting_since is None:
+                waiting_since = time.monotonic()
             event(
                 log,
-                "transient_failure",
+                "transient_failure" if backoff.attempt < 4 else "waiting_for_servers",
+                logging.WARNING,
                 error=type(exc).__name__,
-                detail=str(exc)[:200],
+                detail=redact(str(exc))[:300],
                 retry_in=round(delay, 2),
                 attempt=backoff.attempt,
+                waiting_seconds=round(time.monotonic() - waiting_since, 1),
             )
             stopper.sleep(delay)
+        finally:
+            engine.attempts = 1
     return None
 
 
@@ -117,12 +172,24 @@ def run_service(
     poll_interval: float,
     until_empty: bool = False,
     on_idle: Callable[[], None] | None = None,
+    audit_retention_days: int = 30,
 ) -> int:
-    """Apply queued changes until stopped (or, with until_empty, until the queue is drained). Returns events."""
+    """Apply queued changes until stopped (or, with until_empty, until the queue is drained). Returns events.
+
+    Schema drift (and any other permanent error) is raised after logging `schema_drift`: queued events stay.
+    """
     applied = 0
     last_gauges = 0.0
+    last_prune: float | None = None
     while not stopper.stopped:
-        result = with_retries(engine, stopper, engine.apply_next)
+        if last_prune is None or time.monotonic() - last_prune > AUDIT_PRUNE_EVERY:
+            last_prune = time.monotonic()
+            _prune_audit(engine, audit_retention_days)
+        try:
+            result = with_retries(engine, stopper, engine.apply_next)
+        except SchemaDriftError as exc:
+            event(log, "schema_drift", logging.ERROR, detail=str(exc))
+            raise
         if isinstance(result, BatchResult):
             record(result)
             applied += result.events
@@ -137,6 +204,17 @@ def run_service(
                 on_idle()
             stopper.sleep(poll_interval)
     return applied
+
+
+def _prune_audit(engine: Engine, retention_days: int) -> None:
+    try:
+        removed = engine.prune_audit(retention_days)
+    except Exception as exc:
+        if not transient(exc):
+            raise
+        return  # the servers are away; the loop's retries will wait for them, pruning comes next time
+    if removed:
+        event(log, "audit_pruned", rows=removed, retention_days=retention_days)
 
 
 def _update_gauges(engine: Engine) -> None:

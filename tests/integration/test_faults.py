@@ -1,0 +1,401 @@
+"""Fault injection: processes and servers really killed, connections really cut, under continuous write load.
+
+Place in the data flow: end to end, the service against real PostgreSQL and Neo4j. Each test ends with an exact
+comparison of the whole graph against the graph of the PostgreSQL rows (`assert_graph_exact`): nothing lost.
+Longer variants are in test_soak.py (`make soak`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from neo4j import Driver, GraphDatabase
+from prometheus_client import REGISTRY
+
+from faultproxy import FaultProxy, assert_graph_exact
+from pg2neo.demo.generate import generate, load_schema
+from pg2neo.demo.workload import writer_loop
+from pg2neo.devstack.stack import LocalStack
+from pg2neo.mapping.plan import Mapping
+from pg2neo.mapping.resolve import load_mapping
+from pg2neo.runtime import install
+from pg2neo.runtime.connections import Connections
+from pg2neo.runtime.demo import mapping_path
+from pg2neo.runtime.engine import Engine
+from pg2neo.runtime.service import Stopper, run_service, run_snapshot
+from pg2neo.settings import ApplySettings
+
+pytestmark = pytest.mark.integration
+
+SMALL = ApplySettings(batch_rows=25, poll_interval=0.05)
+
+
+@dataclass
+class Synced:
+    """A demo database loaded, installed and snapshotted into the (wiped) graph."""
+
+    dsn: str
+    conn: psycopg.Connection[Any]
+    driver: Driver
+    mapping: Mapping
+    servers: Connections
+
+
+@pytest.fixture
+def synced(pg_dsn: str, graph: Connections) -> Iterator[Synced]:
+    with psycopg.connect(pg_dsn, autocommit=True) as conn, graph.driver() as driver:
+        load_schema(conn)
+        generate(conn, 15)
+        mapping = load_mapping(mapping_path(), conn)
+        install.init(conn, driver, mapping)
+        engine = Engine(pg_dsn, driver, mapping, SMALL)
+        run_snapshot(engine, Stopper(), lambda t, r: None)
+        engine.close()
+        synced = Synced(pg_dsn, conn, driver, mapping, graph)
+        yield synced
+        synced.conn.close()  # a test may have replaced the connection (PostgreSQL restarted)
+
+
+def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {seconds}s waiting for {what}"
+        time.sleep(0.05)
+
+
+def applier_pid(conn: psycopg.Connection[Any], since: Any = None) -> int | None:
+    """The backend of the applier's connection (application_name 'pg2neo'), opened after `since` if given."""
+    row = conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'pg2neo' AND datname = current_database() "
+        "AND (%s::timestamptz IS NULL OR backend_start >= %s::timestamptz) ORDER BY backend_start DESC LIMIT 1",
+        (since, since),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def wait_connected(conn: psycopg.Connection[Any], proc: subprocess.Popen[bytes], since: Any) -> None:
+    wait_for(lambda: applier_pid(conn, since) is not None or proc.poll() is not None, 60, "the applier to connect")
+
+
+def conn_now(conn: psycopg.Connection[Any]) -> Any:
+    row = conn.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    return row[0]
+
+
+def queue_depth(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT count(*) FROM pg2neo.changes").fetchone()
+    return int(row[0]) if row else 0
+
+
+class Load:
+    """Continuous random writes to the demo schema (writer_loop, in 2-second rounds) in a thread until stopped."""
+
+    def __init__(self, dsn: str, rate: float = 40, seed: int = 1) -> None:
+        self.counts: dict[str, int] = {}
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(dsn, rate, seed), daemon=True)
+        self.thread.start()
+
+    def _run(self, dsn: str, rate: float, seed: int) -> None:
+        while not self._stop.is_set():
+            for name, value in writer_loop(dsn, 2.0, rate, seed).items():
+                self.counts[name] = self.counts.get(name, 0) + value
+            seed += 1
+
+    def stop(self) -> dict[str, int]:
+        self._stop.set()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive()
+        assert sum(v for k, v in self.counts.items() if k != "connection_errors") > 0, "the load wrote nothing"
+        return self.counts
+
+
+class Service:
+    """run_service in a thread (the same loop `pg2neo run` runs), for faults that leave the process alive."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.stopper = Stopper()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            run_service(self.engine, self.stopper, 0.05)
+        except BaseException as exc:  # the test asserts there was none
+            self.error = exc
+
+    def stop(self) -> None:
+        self.stopper.event.set()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive()
+        self.engine.close()
+        assert self.error is None, f"the service loop exited with {self.error!r}"
+
+
+def drain_and_compare(s: Synced, engine: Engine | None = None) -> dict[str, int]:
+    own = engine is None
+    engine = engine or Engine(s.dsn, s.driver, s.mapping, ApplySettings(batch_rows=2000))
+    run_service(engine, Stopper(), 0.05, until_empty=True)
+    if own:
+        engine.close()
+    assert queue_depth(s.conn) == 0
+    dead = s.conn.execute("SELECT count(*) FROM pg2neo.dead_letters").fetchone()
+    assert dead is not None and dead[0] == 0
+    return assert_graph_exact(s.conn, s.driver, s.mapping)
+
+
+# -- the real `pg2neo run` process, SIGKILLed -------------------------------------------------------------------
+
+
+SECRET_PG = "pg-Secret-4711"
+
+
+def service_env(s: Synced, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG2NEO_")}
+    env.update(
+        # trust authentication ignores the password; it is there to prove that no log line shows it.
+        PG2NEO_PG_DSN=psycopg.conninfo.make_conninfo(s.dsn, password=SECRET_PG),
+        PG2NEO_NEO4J__URI=s.servers.neo4j_uri,
+        PG2NEO_NEO4J__PASSWORD=s.servers.neo4j_password,
+        PG2NEO_MAPPING=str(mapping_path()),
+        PG2NEO_APPLY__BATCH_ROWS="100",
+        PG2NEO_APPLY__POLL_INTERVAL="0.05",
+        **extra,
+    )
+    return env
+
+
+def start_service(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pg2neo", "--log-level", "debug", "run", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_sigkill_run_process_under_load(synced: Synced) -> None:
+    """21 SIGKILLs of `pg2neo run` at random points, a third of them between the Neo4j commit and the queue ack."""
+    assert sigkill_rounds(synced, 21) == {"random_point": 14, "after_neo4j_commit": 7}
+
+
+def sigkill_rounds(synced: Synced, total: int) -> dict[str, int]:
+    """Start and SIGKILL `pg2neo run` `total` times under load, then drain and compare; returns the kills."""
+    rng = random.Random(4)
+    audit_before = audit_rows(synced.conn)
+    load = Load(synced.dsn, rate=40)
+    output = b""
+    kills = {"random_point": 0, "after_neo4j_commit": 0}
+    while sum(kills.values()) < total:
+        after_commit = sum(kills.values()) % 3 == 2
+        env = service_env(synced, PG2NEO_APPLY__FAULT_KILL_AFTER_COMMIT="0.5" if after_commit else "0")
+        since = conn_now(synced.conn)
+        proc = start_service(env)
+        if after_commit:
+            proc.wait(timeout=60)  # dies by itself at the hook, once Neo4j committed and before the ack
+        else:
+            # A random point once it is connected: reading, writing to Neo4j, acking or idle.
+            wait_connected(synced.conn, proc, since)
+            time.sleep(rng.uniform(0.0, 1.0))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        assert proc.stdout is not None
+        output += proc.stdout.read()
+        proc.stdout.close()
+        assert proc.returncode == -signal.SIGKILL, output[-3000:].decode(errors="replace")
+        kills["after_neo4j_commit" if after_commit else "random_point"] += 1
+    counts = load.stop()
+    applied_between_kills = audit_rows(synced.conn) - audit_before
+    drain_and_compare(synced)
+    text = output.decode(errors="replace")
+    assert text.count("service_started") == total and applied_between_kills > 0
+    assert SECRET_PG not in text and synced.servers.neo4j_password not in text
+    print(f"kills={kills} writes={counts} batches_committed_between_kills={applied_between_kills}")
+    return kills
+
+
+# -- servers and connections lost, with the service loop running -----------------------------------------------
+
+
+def retries_so_far() -> float:
+    return REGISTRY.get_sample_value("pg2neo_retries_total") or 0.0
+
+
+def audit_rows(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT count(*) FROM pg2neo.audit WHERE kind = 'changes'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def wait_applied(s: Synced, seconds: float = 90) -> None:
+    """Poll until the service commits another batch (the queue has work: the load keeps writing)."""
+    before = audit_rows(s.conn)
+    wait_for(lambda: audit_rows(s.conn) > before, seconds, "another applied batch")
+
+
+def test_neo4j_stopped_under_load(synced: Synced, owned_stack: LocalStack) -> None:
+    neo4j_outage(synced, owned_stack, 5.0)
+
+
+def neo4j_outage(synced: Synced, owned_stack: LocalStack, outage: float) -> None:
+    load = Load(synced.dsn)
+    service = Service(Engine(synced.dsn, synced.driver, synced.mapping, SMALL))
+    wait_applied(synced)
+    retries = retries_so_far()
+    owned_stack.neo4j.stop()
+    down_at = time.monotonic()
+    wait_for(lambda: retries_so_far() > retries, 60, "the service to notice Neo4j is gone")
+    assert REGISTRY.get_sample_value("pg2neo_servers_reachable") == 0
+    time.sleep(max(0.0, outage - (time.monotonic() - down_at)))  # the outage itself, not a wait for a condition
+    assert service.thread.is_alive() and service.error is None
+    owned_stack.neo4j.start()
+    wait_applied(synced, 120)
+    assert REGISTRY.get_sample_value("pg2neo_servers_reachable") == 1
+    load.stop()
+    wait_for(lambda: queue_depth(synced.conn) == 0, 120, "the queue to drain")
+    service.stop()
+    drain_and_compare(synced)
+
+
+def test_postgres_restarted_under_load(synced: Synced, owned_stack: LocalStack) -> None:
+    load = Load(synced.dsn)
+    service = Service(Engine(synced.dsn, synced.driver, synced.mapping, SMALL))
+    wait_applied(synced)
+    retries = retries_so_far()
+    owned_stack.postgres.kill()  # a crash: connections die mid-batch, the server restarts with crash recovery
+    owned_stack.postgres.start()
+    synced.conn.close()
+    synced.conn = psycopg.connect(synced.dsn, autocommit=True)
+    wait_applied(synced, 120)
+    assert retries_so_far() > retries
+    counts = load.stop()
+    assert counts["connection_errors"] > 0  # the writers felt it too
+    wait_for(lambda: queue_depth(synced.conn) == 0, 120, "the queue to drain")
+    service.stop()
+    drain_and_compare(synced)
+
+
+def test_backend_terminated_mid_batch(synced: Synced) -> None:
+    load = Load(synced.dsn)
+    service = Service(Engine(synced.dsn, synced.driver, synced.mapping, SMALL))
+    retries = retries_so_far()
+    terminated = 0
+    for _ in range(8):
+        wait_applied(synced)
+        pid = applier_pid(synced.conn)
+        if pid is not None and synced.conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,):
+            terminated += 1
+    assert terminated >= 6 and retries_so_far() > retries
+    load.stop()
+    wait_for(lambda: queue_depth(synced.conn) == 0, 120, "the queue to drain")
+    service.stop()
+    drain_and_compare(synced)
+
+
+def test_bolt_connections_cut_by_proxy(synced: Synced) -> None:
+    host, port = synced.servers.neo4j_uri.split("://", 1)[1].rsplit(":", 1)
+    with FaultProxy(host, int(port)) as proxy:
+        auth = (synced.servers.neo4j_user, synced.servers.neo4j_password)
+        with GraphDatabase.driver(f"bolt://127.0.0.1:{proxy.port}", auth=auth) as driver:
+            load = Load(synced.dsn)
+            service = Service(Engine(synced.dsn, driver, synced.mapping, SMALL))
+            for _ in range(8):
+                wait_applied(synced)
+                wait_for(lambda: proxy.open_connections > 0, 30, "a Bolt connection")
+                proxy.cut_all()
+            assert proxy.cuts >= 8
+            load.stop()
+            wait_for(lambda: queue_depth(synced.conn) == 0, 120, "the queue to drain")
+            service.stop()
+    drain_and_compare(synced)
+
+
+ITEMS_SCHEMA = "CREATE TABLE item (id integer PRIMARY KEY, v text NOT NULL, n integer NOT NULL DEFAULT 0)"
+ITEMS_MAPPING = "nodes:\n  - table: item\n    label: Item\n"
+
+
+def _hammer(dsn: str, seed: int, seconds: float) -> int:
+    """Update, delete, re-insert and delete+re-insert (one transaction) the same ten keys as the other writers."""
+    rng = random.Random(seed)
+    done = 0
+    deadline = time.monotonic() + seconds
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            key, value = rng.randint(1, 10), f"w{seed}-{done}"
+            try:
+                with conn.transaction():
+                    op = rng.choice(("update", "delete", "upsert", "reinsert"))
+                    if op in ("delete", "reinsert"):
+                        conn.execute("DELETE FROM item WHERE id = %s", (key,))
+                    if op in ("upsert", "reinsert"):
+                        conn.execute(
+                            "INSERT INTO item (id, v) VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v, "
+                            "n = item.n + 1",
+                            (key, value),
+                        )
+                    if op == "update":
+                        conn.execute("UPDATE item SET v = %s, n = n + 1 WHERE id = %s", (value, key))
+                done += 1
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.UniqueViolation):
+                pass  # concurrent re-inserts of one key: one of them loses, as in real life
+    return done
+
+
+def test_concurrent_writers_on_the_same_keys(pg_dsn: str, graph: Connections, tmp_path: Path) -> None:
+    path = tmp_path / "mapping.yaml"
+    path.write_text(ITEMS_MAPPING)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn, graph.driver() as driver:
+        conn.execute(ITEMS_SCHEMA)
+        mapping = load_mapping(path, conn)
+        install.init(conn, driver, mapping)
+        service = Service(Engine(pg_dsn, driver, mapping, ApplySettings(batch_rows=7, poll_interval=0.01)))
+        results: list[int] = []
+        writers = [
+            threading.Thread(target=lambda i=i: results.append(_hammer(pg_dsn, i, 8.0)), daemon=True) for i in range(4)
+        ]
+        for w in writers:
+            w.start()
+        for w in writers:
+            w.join(timeout=60)
+        assert len(results) == 4 and sum(results) > 100
+        wait_for(lambda: queue_depth(conn) == 0, 60, "the queue to drain")
+        service.stop()
+        assert conn.execute("SELECT count(*) FROM pg2neo.dead_letters").fetchone() == (0,)
+        assert_graph_exact(conn, driver, mapping)
+
+
+# -- schema drift while `pg2neo run` runs ------------------------------------------------------------------------
+
+
+def test_schema_drift_stops_run_clearly_and_keeps_the_queue(synced: Synced) -> None:
+    env = service_env(synced)
+    since = conn_now(synced.conn)
+    proc = start_service(env)
+    wait_connected(synced.conn, proc, since)
+    synced.conn.execute("ALTER TABLE content_items RENAME COLUMN title TO headline")
+    synced.conn.execute(
+        "UPDATE content_items SET headline = headline || '!' WHERE id IN (SELECT min(id) FROM content_items)"
+    )
+    out, _ = proc.communicate(timeout=60)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 2, text[-3000:]
+    assert "content_items" in text and "title" in text and "pg2neo init" in text and "schema_drift" in text
+    assert queue_depth(synced.conn) >= 1  # the event stays queued
+    assert SECRET_PG not in text
+    # Put the column back: the kept event applies, nothing was lost.
+    synced.conn.execute("ALTER TABLE content_items RENAME COLUMN headline TO title")
+    drain_and_compare(synced)
