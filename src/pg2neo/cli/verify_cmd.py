@@ -1,3 +1,189 @@
-"""CLI commands registered on the main app (see cli/main.py)."""
+"""`pg2neo verify`, `pg2neo reconcile` and `pg2neo conflicts`: thin commands over pg2neo.reconcile.
+
+Exit codes: 0 = in sync (or done), 1 = drift found (verify) / items left unsettled, 2 = error.
+"""
 
 from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import psycopg
+import typer
+from rich.table import Table
+
+from pg2neo.cli.main import _context, app, console, fail
+from pg2neo.errors import Pg2NeoError, ReconcileError
+from pg2neo.reconcile import conflicts, repair
+from pg2neo.reconcile.background import background_check
+from pg2neo.reconcile.verify import KINDS, VerifyReport, verify
+
+conflicts_app = typer.Typer(help="Conflicts recorded by `reconcile --policy manual`.", no_args_is_help=True)
+app.add_typer(conflicts_app, name="conflicts")
+
+
+def _print_report(report: VerifyReport) -> None:
+    table = Table("scope", "PostgreSQL", "Neo4j", *KINDS, title=f"verify ({report.mode}, {report.seconds:.1f}s)")
+    for s in report.scopes:
+        style = "red" if any(s.counts.values()) else None
+        table.add_row(s.scope, f"{s.pg_items:,}", f"{s.neo4j_items:,}", *(str(s.counts[k]) for k in KINDS), style=style)
+    console.print(table)
+    for s in report.scopes:
+        for kind, sample in s.samples.items():
+            if sample:
+                console.print(f"  {s.scope} {kind}: " + "; ".join(" ".join(i) for i in sample))
+    if report.mode == "recent":
+        console.print(f"stale syncs: {report.stale}" + (f" e.g. {report.stale_samples}" if report.stale else ""))
+    verdict = "[green]in sync[/]" if report.drift_total == 0 else f"[bold red]drift: {report.drift_total}[/]"
+    console.print(verdict)
+
+
+@app.command("verify")
+def verify_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    since: Annotated[
+        float | None, typer.Option("--since", help="Only rows/nodes changed in the last SECONDS (+ stale syncs).")
+    ] = None,
+    stale_after: Annotated[float, typer.Option(help="Seconds after which an unsynced change is stale.")] = 60.0,
+    samples: Annotated[int, typer.Option(help="Sample identities per kind and scope.")] = 5,
+) -> None:
+    """Compare PostgreSQL and Neo4j for every mapped label and relationship; exit 1 when they differ."""
+    ctx = _context()
+    try:
+        if since is None:
+            report = verify(ctx.connections.pg_dsn, ctx.driver, ctx.mapping, ctx.connections.neo4j_database, samples)
+        else:
+            report = background_check(
+                ctx.connections.pg_dsn, ctx.driver, ctx.mapping, since, stale_after, ctx.connections.neo4j_database
+            )
+    except Pg2NeoError as exc:
+        raise fail(exc) from exc
+    except (psycopg.Error, OSError) as exc:
+        raise fail(ReconcileError(str(exc).strip())) from exc
+    finally:
+        ctx.close()
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2, default=str) + "\n")
+    else:
+        _print_report(report)
+    raise typer.Exit(1 if report.drift_total else 0)
+
+
+@app.command("reconcile")
+def reconcile_command(
+    policy: Annotated[
+        str, typer.Option(help="pg-wins | neo4j-wins | last-write-wins | manual | custom:module:function")
+    ] = "pg-wins",
+    apply: Annotated[bool, typer.Option("--apply", help="Carry the repair out (default: dry run).")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Verify, then settle every difference by policy; without --apply only shows what it would change."""
+    ctx = _context(check_installed=True)
+    engine = ctx.engine()
+
+    def drain() -> None:
+        while engine.apply_next():
+            pass
+
+    try:
+        repair.decider_for(policy)  # an unknown policy fails before the scan
+        report = verify(ctx.connections.pg_dsn, ctx.driver, ctx.mapping, ctx.connections.neo4j_database)
+        result = repair.reconcile(
+            ctx.connections.pg_dsn,
+            ctx.driver,
+            ctx.mapping,
+            report.drifts,
+            policy,
+            drain,
+            apply,
+            ctx.connections.neo4j_database,
+        )
+    except Pg2NeoError as exc:
+        raise fail(exc) from exc
+    finally:
+        engine.close()
+        ctx.close()
+    if as_json:
+        sys.stdout.write(json.dumps(result.as_dict(), indent=2, default=str) + "\n")
+    else:
+        table = Table("scope", "kind", "identity", "decision", title=f"reconcile --policy {policy}")
+        for c in result.planned[:200]:
+            table.add_row(c.drift.scope, c.drift.kind, " ".join(c.drift.identity), str(c.decision or "-"))
+        console.print(table)
+        if len(result.planned) > 200:
+            console.print(f"... and {len(result.planned) - 200} more")
+        if not apply:
+            console.print(f"[yellow]dry run[/]: {len(result.planned)} items; run again with --apply to change them")
+        else:
+            console.print(
+                f"[green]applied[/]: Neo4j rewritten for {result.to_neo4j}, PostgreSQL for {result.to_pg}, "
+                f"conflicts recorded {result.conflicts_recorded}"
+            )
+            for error in result.errors or []:
+                console.print(f"[red]not settled[/]: {error}")
+    raise typer.Exit(1 if result.errors else 0)
+
+
+def _jsonable(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, indent=2, default=str) + "\n"
+
+
+@conflicts_app.command("list")
+def conflicts_list(
+    include_resolved: Annotated[bool, typer.Option("--all", help="Include resolved conflicts.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Open conflicts (id, scope, kind, identity)."""
+    ctx = _context()
+    try:
+        rows = conflicts.list_conflicts(ctx.conn, include_resolved)
+    finally:
+        ctx.close()
+    if as_json:
+        sys.stdout.write(_jsonable(rows))
+        return
+    table = Table("id", "scope", "kind", "identity", "detected", "resolution")
+    for r in rows:
+        table.add_row(
+            str(r["id"]), r["scope"], r["kind"], " ".join(r["identity"]), str(r["detected_at"]), r["resolution"] or ""
+        )
+    console.print(table)
+
+
+@conflicts_app.command("show")
+def conflicts_show(conflict_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Both sides of one conflict, as recorded."""
+    ctx = _context()
+    try:
+        row = conflicts.get_conflict(ctx.conn, conflict_id)
+    finally:
+        ctx.close()
+    if row is None:
+        raise fail(ReconcileError(f"no conflict with id {conflict_id}"))
+    sys.stdout.write(_jsonable([row]))
+
+
+@conflicts_app.command("resolve")
+def conflicts_resolve(
+    conflict_id: Annotated[int, typer.Argument(metavar="ID")],
+    take: Annotated[str, typer.Option("--take", help="pg or neo4j: the side whose current state wins.")],
+) -> None:
+    """Settle one conflict: rewrite the other side from the chosen one, and mark it resolved."""
+    ctx = _context(check_installed=True)
+    engine = ctx.engine()
+
+    def drain() -> None:
+        while engine.apply_next():
+            pass
+
+    try:
+        repair.resolve_conflict(
+            ctx.connections.pg_dsn, ctx.driver, ctx.mapping, conflict_id, take, drain, ctx.connections.neo4j_database
+        )
+    except Pg2NeoError as exc:
+        raise fail(exc) from exc
+    finally:
+        engine.close()
+        ctx.close()
+    console.print(f"[green]resolved[/] conflict {conflict_id}: took {take}")

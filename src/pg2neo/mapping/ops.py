@@ -13,6 +13,7 @@ from typing import Any
 
 from pg2neo.mapping.convert import UnstorableValue, converter, key_from_text, row_converter
 from pg2neo.mapping.plan import JoinTable, Mapping, NodeTable
+from pg2neo.reconcile.hashing import HASH_PROP, props_hash_hex
 
 
 def rel_key(key: Sequence[str]) -> str:
@@ -124,7 +125,7 @@ class BatchBuilder:
         if writes is None:
             writes = batch.nodes[entry.table] = NodeWrites(entry, links=[[] for _ in entry.fk_rels])
         node_key = [props[p] for p in entry.key_props]
-        writes.upserts.append({"k": node_key, "p": props})
+        writes.upserts.append({"k": node_key, "p": {**props, HASH_PROP: props_hash_hex(props)}})
         for index, target in enumerate(links):
             writes.links[index].append({"k": node_key, "t": target})
 

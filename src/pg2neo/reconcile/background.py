@@ -1,0 +1,101 @@
+"""Background drift checks for `pg2neo run`: often the recently changed rows, rarely everything (reconcile stage).
+
+`BackgroundCheck` is called from the service loop when it is idle (`on_idle`); it runs at most one check per
+interval, publishes the drift per kind as the Prometheus gauge `pg2neo_drift{kind=...}` and the stale-sync alarm
+(`kind="stale"`: rows changed more than `stale_after` seconds after their node was last synced).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from neo4j import Driver
+from prometheus_client import Gauge
+
+from pg2neo.logs import event, get_logger
+from pg2neo.mapping.plan import Mapping
+from pg2neo.reconcile.verify import KINDS, VerifyReport, verify, verify_recent
+
+log = get_logger("reconcile")
+
+DRIFT = Gauge("pg2neo_drift", "Drift found by the last background check", ["kind"])
+STALE_ALARM = Gauge("pg2neo_stale_sync_alarm", "1 while some row changed long after its node was last synced")
+LAST_CHECK = Gauge("pg2neo_drift_check_timestamp", "Unix time of the last background drift check", ["mode"])
+
+
+def publish(report: VerifyReport) -> None:
+    totals = report.totals()
+    for kind in (*KINDS, "stale"):
+        DRIFT.labels(kind).set(totals.get(kind, 0))
+    STALE_ALARM.set(1 if report.stale else 0)
+    LAST_CHECK.labels(report.mode).set(time.time())
+
+
+def background_check(
+    pg_dsn: str,
+    driver: Driver,
+    mapping: Mapping,
+    since_seconds: float | None,
+    stale_after_seconds: float = 60.0,
+    database: str = "neo4j",
+) -> VerifyReport:
+    """One check: the rows/nodes changed in the last `since_seconds`, or everything when None; gauges updated."""
+    if since_seconds is None:
+        report = verify(pg_dsn, driver, mapping, database, keep_drifts=0)
+    else:
+        report = verify_recent(pg_dsn, driver, mapping, since_seconds, stale_after_seconds, database)
+    publish(report)
+    event(log, "drift_checked", mode=report.mode, seconds=round(report.seconds, 2), **report.totals())
+    return report
+
+
+@dataclass
+class BackgroundCheck:
+    """The `on_idle` callback: a recent check every `interval` seconds, a full one every `full_interval`.
+
+    Each check runs in a daemon thread so that the service loop goes on applying while it scans; a call while the
+    previous check still runs does nothing. A failed check is logged (`drift_check_failed`), never raised.
+    """
+
+    pg_dsn: str
+    driver: Driver
+    mapping: Mapping
+    interval: float = 60.0
+    full_interval: float = 3600.0
+    stale_after_seconds: float = 60.0
+    database: str = "neo4j"
+    clock: Callable[[], float] = time.monotonic
+    _last: float | None = field(default=None, init=False)
+    _last_full: float | None = field(default=None, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
+    background: bool = True
+
+    def __call__(self) -> None:
+        now = self.clock()
+        if self._last is not None and now - self._last < self.interval:
+            return
+        if self._thread is not None and self._thread.is_alive():
+            return
+        full = self._last_full is None or now - self._last_full >= self.full_interval
+        since = None if full else self.interval * 2
+        self._last = now
+        if full:
+            self._last_full = now
+        if self.background:
+            self._thread = threading.Thread(target=self._check, args=(since,), name="pg2neo-drift", daemon=True)
+            self._thread.start()
+        else:
+            self._check(since)
+
+    def _check(self, since: float | None) -> None:
+        try:
+            background_check(self.pg_dsn, self.driver, self.mapping, since, self.stale_after_seconds, self.database)
+        except Exception as exc:  # a check must never stop the service
+            event(log, "drift_check_failed", error=type(exc).__name__, detail=str(exc)[:200])
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)

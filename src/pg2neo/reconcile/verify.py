@@ -1,0 +1,441 @@
+"""`pg2neo verify`: scan PostgreSQL and Neo4j, compare content hashes, report drift (the reconcile stage's input).
+
+Each mapped label, foreign-key relationship and join-table relationship is one *scope*. Both sides stream their
+items (PostgreSQL through a server-side cursor read with the apply stage's reader and converters; Neo4j as one
+lazily fetched Cypher result) and fold them into per-bucket digests (count and sum of item hashes, the bucket
+chosen by the item's identity): memory is the bucket arrays, not the table. Only buckets whose digests differ are
+scanned again, this time keeping identity -> hash for the rows of those buckets, and compared item by item.
+
+An item's hash covers its identity and its mapped values as Neo4j holds them: on the Neo4j side the properties
+read back (never the stored `_pg2neo_hash`), so a tampered property is found.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from neo4j import Driver
+
+from pg2neo.apply.cypher import REL_KEY, SYNCED_AT, q
+from pg2neo.capture.reader import page_query, prepare_connection
+from pg2neo.mapping.ops import BatchBuilder
+from pg2neo.mapping.plan import ForeignKeyRel, JoinTable, Mapping, NodeTable
+from pg2neo.reconcile.hashing import MASK, bucket_of, digest, key_text, props_hash, user_props
+
+KINDS = ("missing", "extra", "mismatch")
+FETCH_ROWS = 5000
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One comparable set: a node label of a table, one foreign-key relationship, or one join table's type."""
+
+    name: str
+    kind: str  # node | fk | join
+    entry: NodeTable | JoinTable
+    rel: ForeignKeyRel | None = None
+    rel_index: int = -1
+
+    @property
+    def is_node(self) -> bool:
+        return self.kind == "node"
+
+
+def scopes_of(mapping: Mapping) -> list[Scope]:
+    out: list[Scope] = []
+    for node in mapping.nodes:
+        out.append(Scope(f":{node.label}", "node", node))
+        for index, rel in enumerate(node.fk_rels):
+            arrow = f"-[:{rel.type}]->" if rel.direction == "out" else f"<-[:{rel.type}]-"
+            out.append(Scope(f"(:{node.label}){arrow}(:{rel.target_label})", "fk", node, rel, index))
+    for join in mapping.joins:
+        out.append(Scope(f"(:{join.start.label})-[:{join.type}]->(:{join.end.label})", "join", join))
+    return out
+
+
+@dataclass(frozen=True)
+class Drift:
+    scope: str
+    kind: str  # missing (in Neo4j) | extra (in Neo4j) | mismatch
+    identity: tuple[str, ...]
+
+
+@dataclass
+class ScopeReport:
+    scope: str
+    kind: str
+    pg_items: int = 0
+    neo4j_items: int = 0
+    buckets: int = 0
+    differing_buckets: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    samples: dict[str, list[list[str]]] = field(default_factory=lambda: {k: [] for k in KINDS})
+
+
+@dataclass
+class VerifyReport:
+    scopes: list[ScopeReport]
+    drifts: list[Drift]
+    seconds: float
+    mode: str = "full"
+    stale: int = 0
+    stale_samples: list[list[str]] = field(default_factory=list)
+
+    @property
+    def drift_total(self) -> int:
+        return sum(sum(s.counts.values()) for s in self.scopes) + self.stale
+
+    def totals(self) -> dict[str, int]:
+        out = dict.fromkeys(KINDS, 0)
+        for s in self.scopes:
+            for k, v in s.counts.items():
+                out[k] += v
+        out["stale"] = self.stale
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "drift": self.drift_total,
+            "totals": self.totals(),
+            "seconds": round(self.seconds, 3),
+            "stale_sync": {"count": self.stale, "samples": self.stale_samples},
+            "scopes": [
+                {
+                    "scope": s.scope,
+                    "kind": s.kind,
+                    "pg": s.pg_items,
+                    "neo4j": s.neo4j_items,
+                    "buckets": s.buckets,
+                    "differing_buckets": s.differing_buckets,
+                    **s.counts,
+                    "samples": {k: v for k, v in s.samples.items() if v},
+                }
+                for s in self.scopes
+            ],
+        }
+
+
+# -- items: (identity, hash) from each side ------------------------------------------------------------------------
+
+
+def _texts(values: list[Any] | tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple(key_text(v) for v in values)
+
+
+def node_item(key: list[Any], props: dict[str, Any]) -> tuple[tuple[str, ...], int]:
+    return _texts(key), props_hash(props)
+
+
+def fk_item(key: list[Any], target: list[Any]) -> tuple[tuple[str, ...], int]:
+    return (*_texts(key), "->", *_texts(target)), 0
+
+
+def join_item(rk: str, start: list[Any], end: list[Any], props: dict[str, Any]) -> tuple[tuple[str, ...], int]:
+    return (rk,), digest([*_texts(start), "->", *_texts(end), str(props_hash(props))])
+
+
+def pg_items(
+    conn: psycopg.Connection[Any], mapping: Mapping, builder: BatchBuilder, entry: NodeTable | JoinTable
+) -> Iterator[tuple[int, tuple[str, ...], int]]:
+    """(scope slot, identity, hash) for every item one table's rows give; slot 0 = nodes/join rels, 1+i = fk i."""
+    query = page_query(mapping, entry, after=False)
+    with conn.transaction(), conn.cursor(name=f"pg2neo_verify_{entry.name}") as cur:
+        cur.itersize = FETCH_ROWS
+        cur.execute(query, [None])
+        while rows := cur.fetchmany(FETCH_ROWS):
+            batch = builder.new_batch()
+            builder.add_rows(batch, entry, rows)
+            if isinstance(entry, NodeTable):
+                writes = batch.nodes.get(entry.table)
+                if writes is None:
+                    continue
+                for u in writes.upserts:
+                    yield (0, *node_item(u["k"], u["p"]))
+                for index, links in enumerate(writes.links):
+                    for link in links:
+                        if link["t"] is not None:
+                            yield (1 + index, *fk_item(link["k"], link["t"]))
+            else:
+                joins = batch.joins.get(entry.table)
+                if joins is None:
+                    continue
+                for u in joins.upserts:
+                    yield (0, *join_item(u["key"], u["a"], u["b"], u["p"]))
+
+
+def _keys(var: str, props: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"{var}.{q(p)}" for p in props) + "]"
+
+
+def neo4j_query(scope: Scope, where: str = "") -> str:
+    entry = scope.entry
+    if isinstance(entry, NodeTable) and scope.rel is None:
+        return f"MATCH (n:{q(entry.label)}) {where} RETURN {_keys('n', entry.key_props)} AS k, properties(n) AS p"
+    if isinstance(entry, NodeTable) and scope.rel is not None:
+        rel = scope.rel
+        arrow = f"-[r:{q(rel.type)}]->" if rel.direction == "out" else f"<-[r:{q(rel.type)}]-"
+        return (
+            f"MATCH (n:{q(entry.label)}){arrow}(x:{q(rel.target_label)}) {where} "
+            f"RETURN {_keys('n', entry.key_props)} AS k, {_keys('x', rel.target_key_props)} AS t"
+        )
+    assert isinstance(entry, JoinTable)
+    return (
+        f"MATCH (a:{q(entry.start.label)})-[r:{q(entry.type)}]->(b:{q(entry.end.label)}) {where} "
+        f"RETURN r.{REL_KEY} AS key, elementId(r) AS eid, {_keys('a', entry.start.key_props)} AS a, "
+        f"{_keys('b', entry.end.key_props)} AS b, properties(r) AS p"
+    )
+
+
+def neo4j_item(scope: Scope, record: Any) -> tuple[tuple[str, ...], int]:
+    if scope.kind == "node":
+        return node_item(record["k"], user_props(record["p"]))
+    if scope.kind == "fk":
+        return fk_item(record["k"], record["t"])
+    key = record["key"]
+    rk = key if isinstance(key, str) else f"<no {REL_KEY}: {record['eid']}>"
+    return join_item(rk, record["a"], record["b"], user_props(record["p"]))
+
+
+def neo4j_items(driver: Driver, database: str, scope: Scope) -> Iterator[tuple[tuple[str, ...], int]]:
+    with driver.session(database=database, fetch_size=FETCH_ROWS) as session:
+        for record in session.run(neo4j_query(scope)):
+            yield neo4j_item(scope, record)
+
+
+# -- compare ---------------------------------------------------------------------------------------------------------
+
+
+class Buckets:
+    """Per-bucket item count and sum of item hashes (identity included): two int lists, whatever the table size."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.count = [0] * size
+        self.total = [0] * size
+        self.items = 0
+
+    def add(self, identity: tuple[str, ...], content: int) -> None:
+        b = bucket_of(identity, self.size)
+        self.count[b] += 1
+        self.total[b] = (self.total[b] + digest([*identity, str(content)])) & MASK
+        self.items += 1
+
+    def differing(self, other: Buckets) -> set[int]:
+        return {b for b in range(self.size) if self.count[b] != other.count[b] or self.total[b] != other.total[b]}
+
+
+def bucket_count(rows: int) -> int:
+    """About 16 rows per bucket, between 64 and 2**18 buckets."""
+    size = 64
+    while size * 16 < rows and size < (1 << 18):
+        size *= 2
+    return size
+
+
+def _collect(items: Iterator[tuple[tuple[str, ...], int]], wanted: set[int], size: int) -> dict[tuple[str, ...], int]:
+    found: dict[tuple[str, ...], int] = {}
+    for identity, content in items:
+        if bucket_of(identity, size) not in wanted:
+            continue
+        ident = identity
+        n = 1
+        while ident in found:  # a duplicate (two relationships for one row): the copy is extra
+            n += 1
+            ident = (*identity, f"#{n}")
+        found[ident] = content
+    return found
+
+
+def _collect_slots(
+    items: Iterator[tuple[int, tuple[str, ...], int]], wanted: list[set[int]], size: int
+) -> list[dict[tuple[str, ...], int]]:
+    found: list[dict[tuple[str, ...], int]] = [{} for _ in wanted]
+    for slot, identity, content in items:
+        if wanted[slot] and bucket_of(identity, size) in wanted[slot]:
+            found[slot][identity] = content
+    return found
+
+
+def compare_maps(pg: dict[tuple[str, ...], int], neo: dict[tuple[str, ...], int]) -> dict[str, list[tuple[str, ...]]]:
+    out: dict[str, list[tuple[str, ...]]] = {k: [] for k in KINDS}
+    for ident, h in pg.items():
+        other = neo.get(ident)
+        if other is None:
+            out["missing"].append(ident)
+        elif other != h:
+            out["mismatch"].append(ident)
+    out["extra"] = [ident for ident in neo if ident not in pg]
+    for v in out.values():
+        v.sort()
+    return out
+
+
+def _table_rows(conn: psycopg.Connection[Any], entry: NodeTable | JoinTable) -> int:
+    row = conn.execute(
+        "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = %s::regclass", (entry.table,)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def verify(
+    pg_dsn: str,
+    driver: Driver,
+    mapping: Mapping,
+    database: str = "neo4j",
+    samples: int = 5,
+    keep_drifts: int = 1_000_000,
+) -> VerifyReport:
+    """Full comparison of every scope. `drifts` lists every difference found (up to keep_drifts) for repair."""
+    started = time.monotonic()
+    builder = BatchBuilder(mapping)
+    scopes = scopes_of(mapping)
+    reports: list[ScopeReport] = []
+    drifts: list[Drift] = []
+    with psycopg.connect(pg_dsn, application_name="pg2neo-verify") as conn:
+        prepare_connection(conn)
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        for entry in mapping.entries:
+            mine = [s for s in scopes if s.entry is entry]
+            size = bucket_count(_table_rows(conn, entry))
+            pg_b = [Buckets(size) for _ in mine]
+            for slot, identity, content in pg_items(conn, mapping, builder, entry):
+                pg_b[slot].add(identity, content)
+            scope_reports: list[ScopeReport] = []
+            wanted: list[set[int]] = []
+            for slot, scope in enumerate(mine):
+                neo_b = Buckets(size)
+                for identity, content in neo4j_items(driver, database, scope):
+                    neo_b.add(identity, content)
+                scope_reports.append(ScopeReport(scope.name, scope.kind, pg_b[slot].items, neo_b.items, size))
+                wanted.append(pg_b[slot].differing(neo_b))
+                scope_reports[-1].differing_buckets = len(wanted[-1])
+            if any(wanted):
+                # One more read of the table keeps identity -> hash for the rows of differing buckets only.
+                pg_maps = _collect_slots(pg_items(conn, mapping, builder, entry), wanted, size)
+                for slot, scope in enumerate(mine):
+                    if not wanted[slot]:
+                        continue
+                    neo_map = _collect(neo4j_items(driver, database, scope), wanted[slot], size)
+                    found = compare_maps(pg_maps[slot], neo_map)
+                    del neo_map
+                    report = scope_reports[slot]
+                    for kind, idents in found.items():
+                        report.counts[kind] = len(idents)
+                        report.samples[kind] = [list(i) for i in idents[:samples]]
+                        room = keep_drifts - len(drifts)
+                        drifts.extend(Drift(scope.name, kind, i) for i in idents[: max(room, 0)])
+                del pg_maps
+            reports.extend(scope_reports)
+    return VerifyReport(reports, drifts, time.monotonic() - started)
+
+
+# -- incremental -----------------------------------------------------------------------------------------------------
+
+
+def verify_recent(
+    pg_dsn: str,
+    driver: Driver,
+    mapping: Mapping,
+    since_seconds: float,
+    stale_after_seconds: float = 60.0,
+    database: str = "neo4j",
+    samples: int = 5,
+) -> VerifyReport:
+    """Compare only the nodes (and their foreign-key relationships) whose row changed (`updated_at_column`) or
+    whose node was synced within the last `since_seconds`; count stale syncs: rows changed more than
+    `stale_after_seconds` after their node's `_pg2neo_synced_at`."""
+    from pg2neo.capture.reader import by_keys_query
+    from pg2neo.mapping.convert import key_from_text
+
+    started = time.monotonic()
+    builder = BatchBuilder(mapping)
+    reports: list[ScopeReport] = []
+    drifts: list[Drift] = []
+    stale = 0
+    stale_samples: list[list[str]] = []
+    scopes = scopes_of(mapping)
+    with psycopg.connect(pg_dsn, autocommit=True, application_name="pg2neo-verify") as conn:
+        prepare_connection(conn)
+        for node in mapping.nodes:
+            keys: dict[tuple[str, ...], Any] = {}
+            key_sql = psycopg.sql.SQL(", ").join(
+                psycopg.sql.SQL("{}::text").format(psycopg.sql.Identifier(c)) for c in node.key_columns
+            )
+            table = psycopg.sql.Identifier(node.schema, node.name)
+            if node.updated_at_column is not None:
+                query = psycopg.sql.SQL(
+                    "SELECT ARRAY[{}], {} FROM {} WHERE {} >= clock_timestamp() - make_interval(secs => %s)"
+                ).format(
+                    key_sql,
+                    psycopg.sql.Identifier(node.updated_at_column),
+                    table,
+                    psycopg.sql.Identifier(node.updated_at_column),
+                )
+                for row in conn.execute(query, (since_seconds,)):
+                    keys[tuple(row[0])] = row[1]
+            with driver.session(database=database) as session:
+                result = session.run(
+                    f"MATCH (n:{q(node.label)}) WHERE n.{SYNCED_AT} >= datetime() - duration({{seconds: $s}}) "
+                    f"RETURN {_keys('n', node.key_props)} AS k",
+                    s=int(since_seconds),
+                )
+                for record in result:
+                    keys.setdefault(_texts(record["k"]), None)
+            mine = [s for s in scopes if s.entry is node]
+            key_list = list(keys)
+            pg_map: list[dict[tuple[str, ...], int]] = [{} for _ in mine]
+            neo_map: list[dict[tuple[str, ...], int]] = [{} for _ in mine]
+            for start in range(0, len(key_list), FETCH_ROWS):
+                chunk = key_list[start : start + FETCH_ROWS]
+                columns = [[k[i] for k in chunk] for i in range(len(node.key_columns))]
+                rows = conn.execute(by_keys_query(mapping, node), columns).fetchall()
+                batch = builder.new_batch()
+                builder.add_rows(batch, node, rows)
+                writes = batch.nodes.get(node.table)
+                if writes is not None:
+                    for u in writes.upserts:
+                        ident, h = node_item(u["k"], u["p"])
+                        pg_map[0][ident] = h
+                    for index, links in enumerate(writes.links):
+                        for link in links:
+                            if link["t"] is not None:
+                                ident, h = fk_item(link["k"], link["t"])
+                                pg_map[1 + index][ident] = h
+                typed = [[key_from_text(c, t) for c, t in zip(node.key_column_objs, k, strict=True)] for k in chunk]
+                match = "WHERE " + _keys("n", node.key_props) + " IN $keys"
+                with driver.session(database=database) as session:
+                    for slot, scope in enumerate(mine):
+                        for record in session.run(neo4j_query(scope, match), keys=typed):
+                            ident, h = neo4j_item(scope, record)
+                            neo_map[slot][ident] = h
+                    if node.updated_at_column is not None:
+                        for record in session.run(
+                            f"MATCH (n:{q(node.label)}) {match} RETURN {_keys('n', node.key_props)} AS k, "
+                            f"n.{SYNCED_AT} AS synced",
+                            keys=typed,
+                        ):
+                            changed = keys.get(_texts(record["k"]))
+                            synced = record["synced"]
+                            if changed is None or synced is None:
+                                continue
+                            lag = (changed - synced.to_native()).total_seconds()
+                            if lag > stale_after_seconds:
+                                stale += 1
+                                if len(stale_samples) < samples:
+                                    stale_samples.append([node.label, *_texts(record["k"]), f"{lag:.0f}s"])
+            for slot, scope in enumerate(mine):
+                report = ScopeReport(scope.name, scope.kind, len(pg_map[slot]), len(neo_map[slot]))
+                found = compare_maps(pg_map[slot], neo_map[slot])
+                for kind, idents in found.items():
+                    report.counts[kind] = len(idents)
+                    report.samples[kind] = [list(i) for i in idents[:samples]]
+                    drifts.extend(Drift(scope.name, kind, i) for i in idents)
+                reports.append(report)
+    return VerifyReport(
+        reports, drifts, time.monotonic() - started, mode="recent", stale=stale, stale_samples=stale_samples
+    )
