@@ -349,3 +349,49 @@ def test_concurrent_strict_and_ordinary_writes_converge(env: Env) -> None:
     env.drain()
     assert_graph_matches(env.conn, env.driver, SPEC)
     assert env.prepared() == []
+
+
+def test_prepare_failure_leaves_the_application_connection_usable(env: Env) -> None:
+    """PREPARE itself fails (a temporary table): rolled back, and the application's connection still works."""
+    coordinator = StrictCoordinator(env.driver, env.mapping)
+    with psycopg.connect(env.dsn) as app:
+        with pytest.raises(StrictCommitFailed) as failed, coordinator.transaction(app) as tx:
+            tx.execute("CREATE TEMP TABLE scratch (x integer)")  # PREPARE refuses transactions on temporary objects
+            tx.execute("UPDATE person SET name = 'never' WHERE id = 2")
+        assert failed.value.stage == "postgresql"
+        app.execute("SELECT 1")
+        app.commit()
+        with coordinator.transaction(app) as tx:
+            tx.execute("UPDATE person SET name = 'again' WHERE id = 2")
+    assert env.pg_name(2) == env.graph_name(2) == "again" and env.prepared() == []
+
+
+def test_recovery_racing_a_live_committer_never_splits_the_write(env: Env) -> None:
+    """Recovery with no age limit runs while a live committer sits between PREPARE and its Neo4j commit."""
+
+    def stall(step: str) -> None:
+        if step == "after_prepare":
+            time.sleep(2.0)  # a slow committer (GC pause, overloaded host), not a wait for an outcome
+
+    outcome: list[str] = []
+
+    def commit() -> None:
+        try:
+            with StrictCoordinator(env.driver, env.mapping, on_step=stall).transaction(env.dsn) as tx:
+                tx.execute("UPDATE person SET name = 'raced' WHERE id = 7")
+            outcome.append("committed")
+        except StrictCommitFailed:
+            outcome.append("rolled back")
+
+    committer = threading.Thread(target=commit)
+    committer.start()
+    deadline = time.monotonic() + 30
+    while not env.prepared() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert env.prepared(), "the committer never prepared"
+    recover(env.dsn, env.driver, prepared_timeout=0)
+    committer.join(timeout=60)
+    assert outcome, "the committer did not finish"
+    recover(env.dsn, env.driver, prepared_timeout=0)
+    assert env.prepared() == [] and env.markers() == 0
+    assert env.pg_name(7) == env.graph_name(7) == ("raced" if outcome == ["committed"] else "person 7")

@@ -26,17 +26,35 @@ from pg2neo.errors import CoordinateError, Transient
 GID_PREFIX = "pg2neo"
 MARKER_LABEL = "_Pg2neoTx"
 
+# One node per global id, under a uniqueness constraint: the committer's marker (commit) or recovery's veto
+# (rollback), whichever is created first. The committer creates its marker first thing in its Neo4j transaction,
+# before PREPARE, so the constraint's index-entry lock is held from then until that transaction ends: recovery's
+# veto (a MERGE) waits on it and then finds the committed marker, or creates the veto, after which the committer's
+# transaction cannot commit (ConstraintValidationFailed). The decision never depends on a timeout.
+MARKER_CONSTRAINT = f"CREATE CONSTRAINT pg2neo_tx_gid IF NOT EXISTS FOR (m:{MARKER_LABEL}) REQUIRE m.gid IS UNIQUE"
 MARKER_CREATE = f"CREATE (:{MARKER_LABEL} {{gid: $gid, epoch: $epoch, at: datetime()}})"
-MARKERS_IN_SCOPE = f"MATCH (m:{MARKER_LABEL}) WHERE m.gid STARTS WITH $scope RETURN m.gid AS gid"
-MARKERS_AMONG = f"MATCH (m:{MARKER_LABEL}) WHERE m.gid IN $gids RETURN m.gid AS gid"
+MARKER_VETO = (
+    f"MERGE (m:{MARKER_LABEL} {{gid: $gid}}) ON CREATE SET m.vetoed = true, m.at = datetime() "
+    "RETURN coalesce(m.vetoed, false) AS vetoed"
+)
+MARKERS_IN_SCOPE = (
+    f"MATCH (m:{MARKER_LABEL}) WHERE m.gid STARTS WITH $scope RETURN m.gid AS gid, coalesce(m.vetoed, false) AS vetoed"
+)
+MARKERS_AMONG = (
+    f"MATCH (m:{MARKER_LABEL}) WHERE m.gid IN $gids RETURN m.gid AS gid, coalesce(m.vetoed, false) AS vetoed"
+)
 MARKERS_DELETE = f"MATCH (m:{MARKER_LABEL}) WHERE m.gid IN $gids DELETE m"
 
 STRICT_COMMITS = Counter("pg2neo_strict_commits", "Strict transactions committed in PostgreSQL and Neo4j")
 STRICT_ROLLBACKS = Counter(
-    "pg2neo_strict_rollbacks", "Strict transactions rolled back in both stores", ["stage"]
+    "pg2neo_strict_rollbacks",
+    "Strict transactions rolled back in both stores",
+    ["stage"],
 )  # stage: application, postgresql, neo4j
 STRICT_RECOVERIES = Counter(
-    "pg2neo_strict_recoveries", "In-doubt strict transactions settled by recovery", ["outcome"]
+    "pg2neo_strict_recoveries",
+    "In-doubt strict transactions settled by recovery",
+    ["outcome"],
 )  # outcome: commit, rollback
 
 

@@ -4,9 +4,13 @@ Place in the data flow: beside the sync path; run by `pg2neo recover`, and by th
 periodically (`start_periodic_recovery`). For each prepared transaction of this database whose global id is a
 pg2neo one:
   - its marker `(:_Pg2neoTx {gid})` is in Neo4j -> Neo4j committed -> `COMMIT PREPARED`;
-  - no marker and older than `prepared_timeout` -> the committer died before (or without) the Neo4j commit, and its
-    Neo4j transaction has timed out by now -> `ROLLBACK PREPARED`;
-  - no marker and younger -> the committer may still be working: left alone (reported as in doubt).
+  - a veto for it is in Neo4j (an earlier recovery stopped half way) -> `ROLLBACK PREPARED`;
+  - neither, and at least `prepared_timeout` old -> veto: MERGE the gid's node with `vetoed = true` under the
+    uniqueness constraint. The committer created its marker before PREPARE, so if its Neo4j transaction is still
+    open the MERGE waits for it, then finds the committed marker (-> commit) or creates the veto (-> rollback),
+    after which that Neo4j transaction can no longer commit. Safe at any age: the timeout only spares a committer
+    in its normal path the wait;
+  - neither, and younger -> left alone (reported as in doubt).
 Markers are read before the prepared transactions are listed; a marker whose id is no longer prepared belongs to a
 transaction already committed in both stores and is deleted.
 """
@@ -18,10 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from neo4j import Driver
+from neo4j import Driver, ManagedTransaction
 from neo4j.exceptions import DriverError, Neo4jError
 
 from pg2neo.coordinate.protocol import (
+    MARKER_CONSTRAINT,
+    MARKER_VETO,
     MARKERS_AMONG,
     MARKERS_DELETE,
     MARKERS_IN_SCOPE,
@@ -74,6 +80,7 @@ def _recover(conn: psycopg.Connection[Any], driver: Driver, database: str, timeo
     report = RecoveryReport()
     try:
         with driver.session(database=database) as session:
+            session.run(MARKER_CONSTRAINT).consume()
             markers_before = {str(r["gid"]) for r in session.run(MARKERS_IN_SCOPE, scope=scope)}
             prepared = {
                 str(gid): float(age)
@@ -84,19 +91,28 @@ def _recover(conn: psycopg.Connection[Any], driver: Driver, database: str, timeo
                 ).fetchall()
             }
             # read again after the listing: a committer may have committed in Neo4j since the first read
-            present = {str(r["gid"]) for r in session.run(MARKERS_AMONG, gids=list(prepared))} if prepared else set()
+            decided = (
+                {str(r["gid"]): not r["vetoed"] for r in session.run(MARKERS_AMONG, gids=list(prepared))}
+                if prepared
+                else {}
+            )
+            for gid, age in prepared.items():
+                if gid not in decided and age >= timeout:
+                    # No marker: veto. If the committer's Neo4j transaction is still open, this waits for it to end
+                    # (it created its marker first): then it finds its marker (commit) or creates the veto.
+                    vetoed = session.execute_write(_veto, gid)
+                    decided[gid] = not vetoed
     except (Neo4jError, DriverError) as exc:
         raise RecoveryUnavailable(f"recovery needs Neo4j and it did not answer: {exc}") from exc
-    for gid, age in sorted(prepared.items()):
-        if gid in present:
+    for gid in sorted(prepared):
+        if gid not in decided:
+            report.in_doubt.append(gid)
+        elif decided[gid]:
             if _finish(conn, gid, "COMMIT"):
                 report.committed.append(gid)
-        elif age >= timeout:
-            if _finish(conn, gid, "ROLLBACK"):
-                report.rolled_back.append(gid)
-        else:
-            report.in_doubt.append(gid)
-    settled = (markers_before - set(prepared)) | set(report.committed)
+        elif _finish(conn, gid, "ROLLBACK"):
+            report.rolled_back.append(gid)
+    settled = (markers_before - set(prepared)) | set(report.committed) | set(report.rolled_back)
     if settled:
         try:
             with driver.session(database=database) as session:
@@ -106,8 +122,17 @@ def _recover(conn: psycopg.Connection[Any], driver: Driver, database: str, timeo
         else:
             report.markers_removed = len(settled)
     if report.committed or report.rolled_back or report.in_doubt:
-        event(log, "strict_recovery", **{k: len(v) for k, v in report.as_dict().items() if isinstance(v, list)})
+        event(
+            log,
+            "strict_recovery",
+            **{k: len(v) for k, v in report.as_dict().items() if isinstance(v, list)},
+        )
     return report
+
+
+def _veto(tx: ManagedTransaction, gid: str) -> bool:
+    """True when recovery's veto now holds the gid; False when the committer's marker was (or got) there first."""
+    return bool(tx.run(MARKER_VETO, gid=gid).single(strict=True)["vetoed"])
 
 
 def _finish(conn: psycopg.Connection[Any], gid: str, action: str) -> bool:
@@ -119,6 +144,8 @@ def _finish(conn: psycopg.Connection[Any], gid: str, action: str) -> bool:
             conn.tpc_rollback(gid)
     except psycopg.errors.UndefinedObject:
         return False
+    except psycopg.errors.ObjectNotInPrerequisiteState:
+        return False  # "is busy": the committer is finishing it right now
     STRICT_RECOVERIES.labels(action.lower()).inc()
     event(log, "strict_recovered", gid=gid, outcome=action.lower())
     return True

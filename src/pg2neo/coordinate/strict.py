@@ -6,12 +6,13 @@ that transaction:
   1. takes the apply lock as a transaction-level advisory lock (`pg_advisory_xact_lock(APPLY_LOCK_KEY)`) and an
      epoch from `pg2neo.epoch`, so the strict write is ordered with every applier batch;
   2. re-reads the rows the transaction queued (`txid = pg_current_xact_id()`) and builds a `GraphBatch`;
-  3. `PREPARE TRANSACTION` with a pg2neo global id (the advisory lock passes to the prepared transaction);
-  4. writes the batch and a marker `(:_Pg2neoTx {gid})` in one Neo4j transaction, with a server-side timeout
-     that ends before recovery may roll the prepared transaction back, and commits it;
-  5. `COMMIT PREPARED`, which also releases the apply lock.
-A failure before 3 rolls PostgreSQL back and never touches Neo4j; a Neo4j failure in 4 rolls the prepared
-transaction back (`StrictCommitFailed`); a crash after 3 is settled by recovery from the marker.
+  3. opens one Neo4j transaction (server-side timeout) and writes in it, uncommitted, first the marker
+     `(:_Pg2neoTx {gid})` (unique: from now on it holds the gid against recovery's veto), then the batch;
+  4. `PREPARE TRANSACTION` with that pg2neo global id (the advisory lock passes to the prepared transaction);
+  5. commits the Neo4j transaction: the decision;
+  6. `COMMIT PREPARED`, which also releases the apply lock.
+A failure before 4 rolls both back (Neo4j never committed anything); a Neo4j refusal in 5 rolls the prepared
+transaction back (`StrictCommitFailed`); a crash after 4 is settled by recovery from the marker (or its veto).
 The queued events stay in `pg2neo.changes`: the applier re-reads those rows later under a newer epoch (idempotent).
 """
 
@@ -24,8 +25,9 @@ from contextlib import contextmanager, suppress
 from typing import Any, cast
 
 import psycopg
-from neo4j import Driver, ManagedTransaction
+from neo4j import Driver, ManagedTransaction, Session, Transaction
 from neo4j.exceptions import DriverError, Neo4jError
+from psycopg import sql
 from psycopg.abc import Params, QueryNoTemplate
 from psycopg.pq import TransactionStatus
 
@@ -33,6 +35,7 @@ from pg2neo.apply.writer import GraphWriter
 from pg2neo.capture.outbox_sql import APPLY_LOCK_KEY
 from pg2neo.capture.reader import _LENIENT, by_keys_query
 from pg2neo.coordinate.protocol import (
+    MARKER_CONSTRAINT,
     MARKER_CREATE,
     MARKERS_AMONG,
     STRICT_COMMITS,
@@ -43,6 +46,7 @@ from pg2neo.coordinate.protocol import (
     check_prepared_enabled,
     new_gid,
 )
+from pg2neo.errors import CoordinateError
 from pg2neo.logs import event, get_logger
 from pg2neo.mapping.ops import BatchBuilder, GraphBatch
 from pg2neo.mapping.plan import Mapping
@@ -52,7 +56,12 @@ log = get_logger("strict")
 StepHook = Callable[[str], None]
 """Called with the name of each step as it is reached (crash tests stop the process there)."""
 
-STEPS = ("before_prepare", "after_prepare", "after_neo4j_commit", "after_commit_prepared")
+STEPS = (
+    "before_prepare",
+    "after_prepare",
+    "after_neo4j_commit",
+    "after_commit_prepared",
+)
 
 
 class StrictTransaction:
@@ -86,6 +95,7 @@ class StrictCoordinator:
         self._by_keys = {e.table: by_keys_query(mapping, e) for e in mapping.entries}
         self._on_step = on_step
         self._checked = False
+        self._marker_schema = False
 
     def _step(self, name: str) -> None:
         if self._on_step is not None:
@@ -93,7 +103,13 @@ class StrictCoordinator:
 
     @contextmanager
     def transaction(self, conn_or_dsn: psycopg.Connection[Any] | str) -> Iterator[StrictTransaction]:
-        """A strict transaction on an idle connection (or a new one to the DSN); commits both stores on exit."""
+        """A strict transaction on an idle connection (or a new one to the DSN); commits both stores on exit.
+
+        The statements BEGIN / PREPARE TRANSACTION / COMMIT PREPARED are sent on the connection in autocommit mode
+        rather than through psycopg's tpc_* methods: when PREPARE itself fails (a deferred constraint, a temporary
+        table, no free prepared-transaction slot) the server has already rolled back, but psycopg keeps the
+        connection in its prepared two-phase state, and the application's commit()/rollback() then raise.
+        """
         owned = isinstance(conn_or_dsn, str)
         conn = (
             psycopg.connect(conn_or_dsn, application_name="pg2neo-strict")
@@ -102,24 +118,25 @@ class StrictCoordinator:
         )
         autocommit = conn.autocommit
         try:
-            if autocommit:
-                conn.autocommit = False
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                raise CoordinateError("strict transaction: the connection is inside a transaction; commit it first")
+            conn.autocommit = True
+            if not self._checked:
+                check_prepared_enabled(conn)
+                self._checked = True
             tx = StrictTransaction(conn, new_gid(conn.info.dbname))
-            conn.tpc_begin(tx.gid)
+            conn.execute(_begin_statement(conn))
             try:
-                if not self._checked:
-                    check_prepared_enabled(conn)
-                    self._checked = True
                 yield tx
             except BaseException:
-                self._rollback(conn, tx.gid, "application")
+                self._rollback(conn, tx.gid, "application", prepared=False)
                 raise
             self._commit(conn, tx.gid)
         finally:
             if owned:
                 conn.close()
-            elif autocommit and not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE:
-                conn.autocommit = True
+            elif not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE:
+                conn.autocommit = autocommit
 
     # -- the commit protocol ------------------------------------------------------------------------------------
     def _commit(self, conn: psycopg.Connection[Any], gid: str) -> None:
@@ -127,33 +144,44 @@ class StrictCoordinator:
         try:
             found = self._read_changes(conn, gid)
         except BaseException as exc:
-            self._rollback(conn, gid, "postgresql")
+            self._rollback(conn, gid, "postgresql", prepared=False)
             if isinstance(exc, psycopg.Error):
                 raise StrictCommitFailed(
-                    f"strict transaction {gid} rolled back: reading its changes failed: {exc}", gid, "postgresql"
+                    f"strict transaction {gid} rolled back: reading its changes failed: {exc}",
+                    gid,
+                    "postgresql",
                 ) from exc
             raise
         if found is None:  # wrote nothing that is mapped: an ordinary one-phase commit
-            conn.tpc_commit()
+            conn.execute("COMMIT")
             STRICT_COMMITS.inc()
             return
         batch, epoch = found
-        # Recovery may roll back a prepared transaction without marker once it is prepared_timeout old; the Neo4j
-        # transaction must be dead by then, so its server-side timeout ends safety_margin earlier.
         deadline = time.monotonic() + self.settings.prepared_timeout - self.settings.safety_margin
-        self._step("before_prepare")
-        try:
-            conn.tpc_prepare()
-        except psycopg.Error as exc:
-            self._rollback(conn, gid, "postgresql")
-            raise StrictCommitFailed(f"strict transaction {gid}: PREPARE failed: {exc}", gid, "postgresql") from exc
-        self._step("after_prepare")
-        self._write_graph(conn, gid, batch, epoch, deadline)
+        with self.driver.session(database=self.database) as session:
+            ntx = self._write_graph(conn, session, gid, batch, epoch, deadline)
+            try:
+                self._step("before_prepare")
+                try:
+                    conn.execute(sql.SQL("PREPARE TRANSACTION {}").format(sql.Literal(gid)))
+                except psycopg.Error as exc:
+                    # the server has rolled the transaction back already (PREPARE failing is a ROLLBACK)
+                    STRICT_ROLLBACKS.labels("postgresql").inc()
+                    raise StrictCommitFailed(
+                        f"strict transaction {gid}: PREPARE failed: {exc}",
+                        gid,
+                        "postgresql",
+                    ) from exc
+                self._step("after_prepare")
+                self._commit_graph(conn, gid, ntx)
+            finally:
+                with suppress(Neo4jError, DriverError, OSError):
+                    ntx.close()  # no-op after a commit; else rolls the Neo4j transaction back
         self._step("after_neo4j_commit")
         try:
-            conn.tpc_commit()
-        except psycopg.errors.UndefinedObject:
-            pass  # recovery saw the marker and committed it first
+            conn.execute(sql.SQL("COMMIT PREPARED {}").format(sql.Literal(gid)))
+        except (psycopg.errors.UndefinedObject, psycopg.errors.ObjectNotInPrerequisiteState):
+            pass  # recovery saw the marker and committed it first (or is committing it: "busy")
         except psycopg.Error as exc:
             raise StrictInDoubt(
                 f"strict transaction {gid} is committed in Neo4j but COMMIT PREPARED failed ({exc}); "
@@ -163,7 +191,13 @@ class StrictCoordinator:
             ) from exc
         self._step("after_commit_prepared")
         STRICT_COMMITS.inc()
-        event(log, "strict_committed", gid=gid, epoch=epoch, ms=round((time.monotonic() - started) * 1000, 1))
+        event(
+            log,
+            "strict_committed",
+            gid=gid,
+            epoch=epoch,
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
 
     def _read_changes(self, conn: psycopg.Connection[Any], gid: str) -> tuple[GraphBatch, int] | None:
         with conn.cursor() as cur:
@@ -171,7 +205,10 @@ class StrictCoordinator:
                 cur.adapters.register_loader(name, loader)
             cur.execute("SET LOCAL intervalstyle = 'iso_8601'")
             cur.execute("SET LOCAL TIME ZONE 'UTC'")
-            cur.execute("SELECT pg_advisory_xact_lock(%s), nextval('pg2neo.epoch')", (APPLY_LOCK_KEY,))
+            cur.execute(
+                "SELECT pg_advisory_xact_lock(%s), nextval('pg2neo.epoch')",
+                (APPLY_LOCK_KEY,),
+            )
             epoch = int(cur.fetchone()[1])  # type: ignore[index]
             cur.execute("SELECT tbl, op, key FROM pg2neo.changes WHERE txid = pg_current_xact_id() ORDER BY seq")
             events = cur.fetchall()
@@ -210,75 +247,97 @@ class StrictCoordinator:
         return batch, epoch
 
     def _write_graph(
-        self, conn: psycopg.Connection[Any], gid: str, batch: GraphBatch, epoch: int, deadline: float
-    ) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining < 1.0:
-            self._rollback(conn, gid, "neo4j")
+        self,
+        conn: psycopg.Connection[Any],
+        session: Session,
+        gid: str,
+        batch: GraphBatch,
+        epoch: int,
+        deadline: float,
+    ) -> Transaction:
+        """Open the Neo4j transaction: marker first (it holds the gid from now on), then the batch; not committed."""
+        try:
+            if not self._marker_schema:  # recovery's veto relies on it; a schema change runs in its own transaction
+                session.run(MARKER_CONSTRAINT).consume()
+                self._marker_schema = True
+            ntx = session.begin_transaction(timeout=max(deadline - time.monotonic(), 1.0))
+            try:
+                ntx.run(MARKER_CREATE, gid=gid, epoch=epoch).consume()
+                # the same Cypher as the applier; an explicit transaction offers the same run() as a managed one
+                self.writer._work(
+                    cast(ManagedTransaction, ntx),
+                    batch,
+                    epoch,
+                    dt.datetime.now(dt.UTC),
+                    None,
+                )
+            except BaseException:
+                ntx.close()
+                raise
+        except (Neo4jError, DriverError, OSError) as exc:
+            self._rollback(conn, gid, "neo4j", prepared=False)
             raise StrictCommitFailed(
-                f"strict transaction {gid} rolled back: too little time left before the prepared timeout "
-                f"({self.settings.prepared_timeout}s) to commit in Neo4j",
+                f"strict transaction {gid} rolled back in PostgreSQL: the Neo4j write failed: {exc}",
                 gid,
                 "neo4j",
-            )
-        committing = False
-        try:
-            with self.driver.session(database=self.database) as session:
-                ntx = session.begin_transaction(timeout=remaining)
-                try:
-                    # the same Cypher as the applier; an explicit transaction offers the same run() as a managed one
-                    self.writer._work(cast(ManagedTransaction, ntx), batch, epoch, dt.datetime.now(dt.UTC), None)
-                    ntx.run(MARKER_CREATE, gid=gid, epoch=epoch).consume()
-                except BaseException:
-                    with suppress(Neo4jError, DriverError):
-                        ntx.close()  # rolls the Neo4j transaction back
-                    raise
-                committing = True
-                ntx.commit()
-        except Neo4jError as exc:  # the server answered with an error: the Neo4j transaction did not commit
-            self._rollback(conn, gid, "neo4j")
-            raise StrictCommitFailed(
-                f"strict transaction {gid} rolled back in PostgreSQL: the Neo4j write failed: {exc}", gid, "neo4j"
-            ) from exc
-        except DriverError as exc:  # no answer (server down, connection lost)
-            if committing:
-                self._settle_unknown_commit(conn, gid, exc)
-                return
-            self._rollback(conn, gid, "neo4j")
-            raise StrictCommitFailed(
-                f"strict transaction {gid} rolled back in PostgreSQL: Neo4j is unavailable: {exc}", gid, "neo4j"
             ) from exc
         except BaseException:
-            if not committing:
-                self._rollback(conn, gid, "neo4j")
-            raise  # interrupted during the Neo4j commit: left prepared, recovery settles it from the marker
+            self._rollback(conn, gid, "neo4j", prepared=False)
+            raise
+        return ntx
+
+    def _commit_graph(self, conn: psycopg.Connection[Any], gid: str, ntx: Transaction) -> None:
+        """The decision: the Neo4j commit. A refusal (veto by recovery, timeout) rolls back the prepared one."""
+        try:
+            ntx.commit()
+        except Neo4jError as exc:  # the server answered: not committed
+            self._rollback(conn, gid, "neo4j", prepared=True)
+            raise StrictCommitFailed(
+                f"strict transaction {gid} rolled back in both stores: Neo4j refused the commit: {exc}",
+                gid,
+                "neo4j",
+            ) from exc
+        except (
+            DriverError,
+            OSError,
+        ) as exc:  # the connection broke: committed or not is unknown here
+            self._settle_unknown_commit(conn, gid, exc)
 
     def _settle_unknown_commit(self, conn: psycopg.Connection[Any], gid: str, exc: BaseException) -> None:
         """The connection to Neo4j broke during COMMIT: the marker tells whether it committed."""
         try:
             with self.driver.session(database=self.database) as session:
-                present = session.run(MARKERS_AMONG, gids=[gid]).single() is not None
-        except (Neo4jError, DriverError):
-            present = False
-        if present:
+                record = session.run(MARKERS_AMONG, gids=[gid]).single()
+        except (Neo4jError, DriverError, OSError):
+            record = None
+        if record is not None and not record["vetoed"]:
             return  # committed: the caller goes on to COMMIT PREPARED
         raise StrictInDoubt(
             f"strict transaction {gid}: the connection to Neo4j broke while committing ({exc}); it stays prepared "
-            f"in PostgreSQL and `pg2neo recover` settles it (commit if Neo4j holds its marker, else roll back after "
-            f"{self.settings.prepared_timeout}s)",
+            "in PostgreSQL and `pg2neo recover` settles it (commit if Neo4j holds its marker, else veto and roll "
+            "back)",
             gid,
             None,
         ) from exc
 
-    def _rollback(self, conn: psycopg.Connection[Any], gid: str, stage: str) -> None:
+    def _rollback(self, conn: psycopg.Connection[Any], gid: str, stage: str, prepared: bool) -> None:
         STRICT_ROLLBACKS.labels(stage).inc()
         event(log, "strict_rolled_back", gid=gid, stage=stage)
         if conn.closed or conn.broken:
             return  # the server ends the session's transaction; a prepared one is left to recovery
+        statement = sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)) if prepared else sql.SQL("ROLLBACK")
         try:
-            conn.tpc_rollback()
+            conn.execute(statement)
+        except psycopg.errors.UndefinedObject:
+            pass  # recovery rolled it back first
         except psycopg.Error as exc:
             event(log, "strict_rollback_failed", gid=gid, error=str(exc))
+
+
+def _begin_statement(conn: psycopg.Connection[Any]) -> sql.SQL | sql.Composed:
+    if conn.isolation_level is None:
+        return sql.SQL("BEGIN")
+    return sql.SQL("BEGIN ISOLATION LEVEL {}").format(sql.SQL(conn.isolation_level.name.replace("_", " ")))
 
 
 @contextmanager
