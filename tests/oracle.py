@@ -4,7 +4,8 @@ Place in the data flow: none — it stands beside the pipeline. `expected_graph`
 (one query per label and per relationship type; no pg2neo mapping, reader or ops code), `actual_graph` reads every
 node and relationship from Neo4j. Both go through the same `norm` so that equal data compares equal (uuid -> str,
 numeric -> float, timestamptz -> UTC datetime, json text -> parsed object, Neo4j temporal -> Python). Properties
-whose names start with `_pg2neo` and the `:_Pg2neoCheckpoint` node are pg2neo's bookkeeping and are ignored.
+whose names start with `_pg2neo` and nodes with a `:_Pg2neo...` label
+(checkpoint, strict-mode markers) are pg2neo's bookkeeping and are ignored.
 """
 
 from __future__ import annotations
@@ -180,7 +181,8 @@ def actual_graph(driver: Driver, spec: SchemaSpec, database: str = "neo4j") -> G
 
     with driver.session(database=database) as session:
         for record in session.run(
-            "MATCH (n) WHERE NOT '_Pg2neoCheckpoint' IN labels(n) RETURN labels(n) AS labels, properties(n) AS p"
+            "MATCH (n) WHERE NOT any(l IN labels(n) WHERE l STARTS WITH '_Pg2neo') "
+            "RETURN labels(n) AS labels, properties(n) AS p"
         ):
             joined, node, key = node_id(record["labels"], record["p"])
             # Intervals arrive as Neo4j Durations, which `norm` handles; JSON arrives as text.

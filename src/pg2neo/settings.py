@@ -29,6 +29,17 @@ class ApplySettings(BaseModel):
     fault_kill_after_commit: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
+class CheckSettings(BaseModel):
+    """The drift check the service runs while idle, and recovery of in-doubt strict transactions (seconds)."""
+
+    interval: float = Field(default=60.0, gt=0)
+    full_interval: float = Field(default=3600.0, gt=0)
+    stale_after: float = Field(default=60.0, ge=0)
+    enabled: bool = True
+    recovery_interval: float = Field(default=15.0, gt=0)
+    prepared_timeout: float = Field(default=60.0, gt=0)
+
+
 class DevSettings(BaseModel):
     """The embedded local stack (`pg2neo dev up`)."""
 
@@ -49,5 +60,6 @@ class Settings(BaseSettings):
     mapping: Path = Path("pg2neo.yaml")
     apply: ApplySettings = ApplySettings()
     dev: DevSettings = DevSettings()
+    check: CheckSettings = CheckSettings()
     metrics_port: int | None = None
     audit_retention_days: int = Field(default=30, ge=1)

@@ -412,13 +412,6 @@ def test_join_endpoint_not_mapped(tmp_path: Path, second_db: psycopg.Connection[
     assert f"{path}:6: `public.warehouses` is not mapped as a node; add it under `nodes:`" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: `types: {col: float}` reads the column as `col::float8`, but PostgreSQL has no money -> float8 "
-    "cast (`cannot cast type money to double precision`); init accepts the mapping and the snapshot read fails "
-    "(docs/mapping.md warns, but nothing enforces it). Fix: read money as `col::numeric::float8`, or refuse the "
-    "override at init with file:line (the test accepts either)",
-)
 def test_money_as_float_override(tmp_path: Path, pg_dsn: str, graph: Connections) -> None:
     path = tmp_path / "fee.yaml"
     path.write_text("nodes:\n  - table: regions\n    label: Region\n    properties:\n      types: {fee: float}\n")
@@ -441,15 +434,6 @@ def test_money_as_float_override(tmp_path: Path, pg_dsn: str, graph: Connections
     assert fees == {"eu": 12.34, "x": None}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the capture trigger queues key values with `::text` in the WRITER's session settings, so a "
-    "timestamptz key is queued with the writer's UTC offset (+05:45 here); the delete path (convert.key_from_text) "
-    "keeps that offset and Neo4j's MATCH on the DateTime (stored in UTC) finds nothing: the deleted row's node stays. "
-    "Fix: give the generated capture functions fixed settings (`SET timezone = 'UTC'`, `SET datestyle = 'ISO, YMD'`, "
-    "`SET intervalstyle = 'iso_8601'`, `SET extra_float_digits = 3`, `SET bytea_output = 'hex'`, like the existing "
-    "`SET search_path`), and/or normalise to UTC in key_from_text",
-)
 def test_temporal_and_bytea_keys_from_a_session_in_another_time_zone(
     tmp_path: Path, pg_dsn: str, graph: Connections
 ) -> None:
@@ -493,14 +477,6 @@ def test_temporal_and_bytea_keys_from_a_session_in_another_time_zone(
             engine.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: with the writer's DateStyle 'SQL, DMY' date keys are queued as '01/03/2024'. The applier (ISO, MDY) "
-    "re-reads `'01/03/2024'::date` as another day, so the queued key is not among the rows read and is taken for a "
-    "delete; convert.key_from_text then raises `ValueError: Invalid isoformat string` and apply_next fails on every "
-    "retry: the queue is stuck behind this event. Fix: fixed DateStyle/TimeZone settings on the generated capture "
-    "functions (see the time-zone test)",
-)
 def test_date_key_written_under_another_datestyle(tmp_path: Path, pg_dsn: str, graph: Connections) -> None:
     path = tmp_path / "days.yaml"
     path.write_text("nodes:\n  - table: days\n    label: Day\n")

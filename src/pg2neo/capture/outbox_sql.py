@@ -11,9 +11,11 @@ calling PL/pgSQL). TRUNCATE queues one statement-level event. Writes that pg2neo
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 from psycopg import sql
 
+from pg2neo.capture.reader import PINNED_SETTINGS
 from pg2neo.mapping.plan import Column, JoinTable, Mapping, NodeTable
 
 SCHEMA = "pg2neo"
@@ -96,6 +98,13 @@ def function_name(table: str) -> sql.Identifier:
     return sql.Identifier(SCHEMA, f"capture_{name[:40]}_{_ident_suffix(table)}")
 
 
+# Key text must not depend on the writer's session (its time zone, DateStyle...): the function runs with the reader's
+# settings, so the same key prints the same text in the trigger and in the reader.
+_PINNED = sql.SQL(" ").join(
+    sql.SQL("SET {} = {}").format(sql.Identifier(name), sql.Literal(value)) for name, value in PINNED_SETTINGS.items()
+)
+
+
 def _key_array(record: str, columns: tuple[str, ...]) -> sql.Composable:
     parts = [sql.SQL("{}.{}::text").format(sql.SQL(record), sql.Identifier(c)) for c in columns]
     return sql.SQL("ARRAY[{}]").format(sql.SQL(", ").join(parts))
@@ -130,7 +139,58 @@ def _watched(entry: NodeTable | JoinTable) -> list[tuple[str, bool]]:
     return list(watched.items())
 
 
-def table_statements(entry: NodeTable | JoinTable, comparable: dict[str, bool] | None = None) -> list[sql.Composable]:
+@dataclass(frozen=True)
+class Referrer:
+    """Rows of `entry` draw a relationship to a node of another table through non-key columns of that table.
+
+    When that node's key changes, its node is replaced (delete + insert) and the relationship goes with the old
+    node; the referring rows did not change, so the target's trigger queues them to be drawn again.
+    """
+
+    entry: NodeTable | JoinTable
+    columns: tuple[str, ...]  # in the referring table
+    ref_columns: tuple[str, ...]  # in the target table
+
+
+def referrers(mapping: Mapping, table: str) -> tuple[Referrer, ...]:
+    found: list[Referrer] = []
+    for entry in mapping.entries:
+        if isinstance(entry, NodeTable):
+            for rel in entry.fk_rels:
+                if rel.target_table == table and rel.needs_join:
+                    found.append(Referrer(entry, rel.columns, rel.ref_columns))
+        else:
+            for end in (entry.start, entry.end):
+                if end.table == table and end.needs_join:
+                    found.append(Referrer(entry, end.columns, end.ref_columns))
+    return tuple(found)
+
+
+def _requeue_referrers(found: tuple[Referrer, ...]) -> list[sql.Composable]:
+    statements: list[sql.Composable] = []
+    for ref in found:
+        match = sql.SQL(" AND ").join(
+            sql.SQL("r.{} = NEW.{}").format(sql.Identifier(col), sql.Identifier(target))
+            for col, target in zip(ref.columns, ref.ref_columns, strict=True)
+        )
+        keys = sql.SQL("ARRAY[{}]").format(
+            sql.SQL(", ").join(sql.SQL("r.{}::text").format(sql.Identifier(c)) for c in ref.entry.key_columns)
+        )
+        statements.append(
+            sql.SQL(
+                "\n        INSERT INTO pg2neo.changes (tbl, op, key) "
+                "SELECT {tbl}, 'U', {keys} FROM {src} AS r WHERE {match};"
+            ).format(
+                tbl=sql.Literal(ref.entry.table),
+                keys=keys,
+                src=sql.Identifier(ref.entry.schema, ref.entry.name),
+                match=match,
+            )
+        )
+    return statements
+
+
+def table_statements(entry: NodeTable | JoinTable, referrers: tuple[Referrer, ...] = ()) -> list[sql.Composable]:
     """The function and triggers for one mapped table (replacing any earlier version)."""
     key = entry.key_columns
     fn = function_name(entry.table)
@@ -145,21 +205,27 @@ BEGIN
     ELSIF TG_OP = 'DELETE' THEN
         {insert}({tbl}, 'D', {old_key});
     ELSIF {old_key} IS DISTINCT FROM {new_key} THEN
-        {insert}({tbl}, 'D', {old_key}), ({tbl}, 'I', {new_key});
+        {insert}({tbl}, 'D', {old_key}), ({tbl}, 'I', {new_key});{requeue}
     ELSE
         {insert}({tbl}, 'U', {new_key});
     END IF;
     RETURN NULL;
 END
 """
-    ).format(insert=insert, tbl=tbl, new_key=_key_array("NEW", key), old_key=_key_array("OLD", key))
+    ).format(
+        insert=insert,
+        tbl=tbl,
+        new_key=_key_array("NEW", key),
+        old_key=_key_array("OLD", key),
+        requeue=sql.SQL("").join(_requeue_referrers(referrers)),
+    )
     watched = _watched(entry)
     not_ours = sql.SQL("current_setting({}, true) IS DISTINCT FROM 'pg2neo'").format(sql.Literal(ORIGIN_SETTING))
     return [
         sql.SQL(
             "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql "
-            "SET search_path = pg_catalog, pg_temp AS {body}"
-        ).format(fn=fn, body=sql.Literal(body.as_string())),
+            "SET search_path = pg_catalog, pg_temp {pinned} AS {body}"
+        ).format(fn=fn, pinned=_PINNED, body=sql.Literal(body.as_string())),
         sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER_ROW), target),
         sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER_UPDATE), target),
         sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER_TRUNCATE), target),
@@ -210,7 +276,7 @@ WHERE pn.nspname = 'pg2neo' AND NOT t.tgisinternal
 def install_statements(mapping: Mapping) -> list[sql.Composable]:
     statements: list[sql.Composable] = [sql.SQL(SCHEMA_SQL), sql.SQL(TRUNCATE_FUNCTION)]
     for entry in mapping.entries:
-        statements += table_statements(entry)
+        statements += table_statements(entry, referrers(mapping, entry.table))
     return statements
 
 

@@ -35,10 +35,21 @@ _LENIENT = {
 }
 
 
+# The settings that decide how values print as text. Key text is compared between the capture trigger (which runs in
+# the writer's session) and this reader, so both pin the same values: see capture/outbox_sql.py.
+PINNED_SETTINGS = {
+    "timezone": "UTC",
+    "datestyle": "ISO, YMD",
+    "intervalstyle": "iso_8601",
+    "extra_float_digits": "1",
+    "bytea_output": "hex",
+}
+PINNED_SETTINGS_SQL = "; ".join(f"SET {name} = '{value}'" for name, value in PINNED_SETTINGS.items())
+
+
 def prepare_connection(conn: psycopg.Connection[Any]) -> None:
     """Session settings and loaders every reading connection needs (exact intervals, out-of-range dates)."""
-    conn.execute("SET intervalstyle = 'iso_8601'")
-    conn.execute("SET TIME ZONE 'UTC'")
+    conn.execute(PINNED_SETTINGS_SQL)
     for name, loader in _LENIENT.items():
         conn.adapters.register_loader(name, loader)
     if not conn.autocommit:
@@ -55,6 +66,8 @@ def _select(alias: str, column: Column, name: str | None = None) -> sql.Composab
         case SelectAs.TEXT_ARRAY:
             return sql.SQL("{}::text[]").format(ref)
         case SelectAs.FLOAT:
+            if column.type_name == "money":  # money has no cast to float8, only to numeric
+                return sql.SQL("{}::numeric::float8").format(ref)
             return sql.SQL("{}::float8").format(ref)
         case SelectAs.JSONB_TEXT:
             return sql.SQL("to_jsonb({})::text").format(ref)

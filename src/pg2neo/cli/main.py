@@ -16,10 +16,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pg2neo import logs
+from pg2neo.coordinate import start_periodic_recovery
 from pg2neo.devstack.stack import LocalStack
 from pg2neo.errors import Pg2NeoError
 from pg2neo.mapping.plan import Mapping
 from pg2neo.mapping.resolve import load_mapping
+from pg2neo.reconcile.background import BackgroundCheck
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import resolve
 from pg2neo.runtime.engine import BatchResult, Engine
@@ -244,11 +246,41 @@ def run_command(
     stopper = Stopper()
     stopper.install()
     logs.event(log, "service_started", tables=len(ctx.mapping.tables), batch_rows=ctx.settings.apply.batch_rows)
+    check = ctx.settings.check
+    # Beside the loop, not in it: an orphaned prepared transaction holds the apply lock until recovery settles it.
+    recovery = start_periodic_recovery(
+        ctx.connections.pg_dsn,
+        ctx.driver,
+        stopper.event,
+        ctx.connections.neo4j_database,
+        interval=check.recovery_interval,
+        prepared_timeout=check.prepared_timeout,
+    )
+    on_idle = None
+    if check.enabled and not until_empty:
+        on_idle = BackgroundCheck(
+            ctx.connections.pg_dsn,
+            ctx.driver,
+            ctx.mapping,
+            interval=check.interval,
+            full_interval=check.full_interval,
+            stale_after_seconds=check.stale_after,
+            database=ctx.connections.neo4j_database,
+        )
     try:
-        applied = run_service(engine, stopper, ctx.settings.apply.poll_interval, until_empty)
+        applied = run_service(
+            engine,
+            stopper,
+            ctx.settings.apply.poll_interval,
+            until_empty,
+            on_idle=on_idle,
+            audit_retention_days=ctx.settings.audit_retention_days,
+        )
     except Pg2NeoError as exc:
         raise fail(exc) from exc
     finally:
+        stopper.event.set()
+        recovery.join(timeout=30)
         engine.close()
         ctx.close()
     logs.event(log, "service_stopped", applied=applied)

@@ -17,6 +17,7 @@ transaction already committed in both stores and is deleted.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -171,6 +172,8 @@ def start_periodic_recovery(
                 recover(pg_dsn, driver, database, prepared_timeout)
             except (RecoveryUnavailable, psycopg.OperationalError) as exc:
                 event(log, "strict_recovery_skipped", error=str(exc))
+            except Exception as exc:  # the thread must outlive one failed pass
+                event(log, "strict_recovery_failed", logging.ERROR, error=f"{type(exc).__name__}: {exc}")
             stop.wait(interval)
 
     thread = threading.Thread(target=loop, name="pg2neo-strict-recovery", daemon=True)

@@ -149,19 +149,38 @@ def row_converter(columns: tuple[Column, ...]) -> Callable[[tuple[Any, ...]], di
     return convert
 
 
+_CHAR_N = re.compile(r"^character\((\d+)\)$")
+
+
 def key_from_text(column: Column, text: str) -> Any:
-    """A key value queued as PostgreSQL text (`::text`) back to the Neo4j value its column converts to."""
+    """A key value queued as PostgreSQL text (`::text`) back to the Neo4j value its column converts to.
+
+    The text is produced under pinned session settings (UTC, ISO dates, ISO 8601 intervals: see
+    capture/outbox_sql.py and capture/reader.py), so it does not depend on the writer's session.
+    """
     kind = column.kind
-    if kind is ValueKind.INT:
-        return int(text)
-    if kind in (ValueKind.FLOAT, ValueKind.NUMERIC):
-        return float(text)
-    if kind is ValueKind.BOOL:
-        return text == "true"
-    if kind is ValueKind.BYTES:
-        return bytes.fromhex(text[2:]) if text.startswith("\\x") else text.encode()
-    if kind is ValueKind.DATE:
-        return dt.date.fromisoformat(text)
-    if kind in (ValueKind.TIMESTAMP, ValueKind.TIMESTAMPTZ):
-        return dt.datetime.fromisoformat(text)
+    try:
+        if kind is ValueKind.INT:
+            return int(text)
+        if kind in (ValueKind.FLOAT, ValueKind.NUMERIC):
+            return float(text)
+        if kind is ValueKind.BOOL:
+            return text == "true"
+        if kind is ValueKind.BYTES:
+            return bytes.fromhex(text[2:]) if text.startswith("\\x") else text.encode()
+        if kind is ValueKind.DATE:
+            return dt.date.fromisoformat(text)
+        if kind in (ValueKind.TIMESTAMP, ValueKind.TIMESTAMPTZ):
+            return dt.datetime.fromisoformat(text)
+        if kind in (ValueKind.TIME, ValueKind.TIMETZ):
+            return dt.time.fromisoformat(text)
+        if kind is ValueKind.INTERVAL:
+            return parse_iso_interval(text)
+    except ValueError as exc:
+        raise UnstorableValue(column.name, f"the key {text!r} has no Neo4j equivalent ({exc})") from exc
+    if column.type_name == "character":
+        return text.ljust(1)
+    match = _CHAR_N.match(column.type_name)
+    if match:  # char(n): PostgreSQL's text form drops the padding the column's values carry
+        return text.ljust(int(match.group(1)))
     return text
