@@ -36,6 +36,7 @@ from pg2neo.runtime.connections import Connections
 from pg2neo.runtime.demo import mapping_path
 from pg2neo.runtime.engine import Engine
 from pg2neo.runtime.service import Stopper, run_service, run_snapshot
+from pg2neo.runtime.status import status_report
 from pg2neo.settings import ApplySettings
 
 pytestmark = pytest.mark.integration
@@ -249,7 +250,11 @@ def wait_applied(s: Synced, seconds: float = 90) -> None:
 
 
 def test_neo4j_stopped_under_load(synced: Synced, owned_stack: LocalStack) -> None:
-    neo4j_outage(synced, owned_stack, 5.0)
+    neo4j_outage(synced, owned_stack, 30.0)
+
+
+def service_states(conn: psycopg.Connection[Any]) -> list[str]:
+    return [service["state"] for service in status_report(conn)["services"]]
 
 
 def neo4j_outage(synced: Synced, owned_stack: LocalStack, outage: float) -> None:
@@ -261,11 +266,16 @@ def neo4j_outage(synced: Synced, owned_stack: LocalStack, outage: float) -> None
     down_at = time.monotonic()
     wait_for(lambda: retries_so_far() > retries, 60, "the service to notice Neo4j is gone")
     assert REGISTRY.get_sample_value("pg2neo_servers_reachable") == 0
+    # `pg2neo status` says the service is waiting, and why.
+    wait_for(lambda: service_states(synced.conn) == ["waiting"], 30, "status to report the service waiting")
+    services = status_report(synced.conn)["services"]
+    assert "waiting for the servers" in services[0]["detail"], services
     time.sleep(max(0.0, outage - (time.monotonic() - down_at)))  # the outage itself, not a wait for a condition
     assert service.thread.is_alive() and service.error is None
     owned_stack.neo4j.start()
     wait_applied(synced, 120)
     assert REGISTRY.get_sample_value("pg2neo_servers_reachable") == 1
+    assert service_states(synced.conn) == ["running"]
     load.stop()
     wait_for(lambda: queue_depth(synced.conn) == 0, 120, "the queue to drain")
     service.stop()

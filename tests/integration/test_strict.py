@@ -26,7 +26,13 @@ import pytest
 from neo4j import Driver
 
 from oracle import NodeSpec, RelSpec, SchemaSpec, assert_graph_matches
-from pg2neo.coordinate import StrictCommitFailed, StrictCoordinator, StrictSettings, recover
+from pg2neo.coordinate import (
+    PreparedTransactionsDisabled,
+    StrictCommitFailed,
+    StrictCoordinator,
+    StrictSettings,
+    recover,
+)
 from pg2neo.coordinate.protocol import MARKER_LABEL
 from pg2neo.coordinate.strict import STEPS
 from pg2neo.devstack.stack import LocalStack
@@ -395,3 +401,48 @@ def test_recovery_racing_a_live_committer_never_splits_the_write(env: Env) -> No
     recover(env.dsn, env.driver, prepared_timeout=0)
     assert env.prepared() == [] and env.markers() == 0
     assert env.pg_name(7) == env.graph_name(7) == ("raced" if outcome == ["committed"] else "person 7")
+
+
+def test_prepared_transactions_disabled_is_a_clear_error(
+    pg_dsn: str, graph: Connections, owned_stack: LocalStack, tmp_path: Path
+) -> None:
+    """max_prepared_transactions = 0: strict commits and `pg2neo recover` refuse with the fix; `run` goes on."""
+    path = tmp_path / "strict.yaml"
+    path.write_text(MAPPING, encoding="utf-8")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn, graph.driver() as driver:
+        conn.execute(SCHEMA)
+        install.init(conn, driver, load_mapping(path, conn))
+        conn.execute("ALTER SYSTEM SET max_prepared_transactions = 0")
+    owned_stack.postgres.stop()
+    owned_stack.postgres.start()
+    try:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn, graph.driver() as driver:
+            assert conn.execute("SHOW max_prepared_transactions").fetchone() == ("0",)
+            coordinator = StrictCoordinator(driver, load_mapping(path, conn))
+            refusal = pytest.raises(PreparedTransactionsDisabled, match="max_prepared_transactions = 0")
+            with refusal as refused, coordinator.transaction(pg_dsn) as tx:
+                tx.execute("UPDATE person SET name = 'never' WHERE id = 1")
+            assert "restart PostgreSQL" in str(refused.value)
+            assert conn.execute("SELECT name FROM person WHERE id = 1").fetchone() == ("person 1",)
+        cli_env = {
+            **os.environ,
+            "PG2NEO_PG_DSN": pg_dsn,
+            "PG2NEO_NEO4J__URI": graph.neo4j_uri,
+            "PG2NEO_NEO4J__PASSWORD": graph.neo4j_password,
+            "PG2NEO_MAPPING": str(path),
+        }
+        recover_cmd = [sys.executable, "-m", "pg2neo", "recover"]
+        done = subprocess.run(recover_cmd, env=cli_env, capture_output=True, timeout=120, check=False)
+        assert done.returncode == 2, done.stdout.decode()
+        assert b"max_prepared_transactions" in done.stdout + done.stderr
+        # The asynchronous service does not need two-phase commit: it says strict mode is unavailable and runs.
+        ran = subprocess.run(
+            [sys.executable, "-m", "pg2neo", "run", "--until-empty"], env=cli_env, capture_output=True, timeout=120
+        )
+        assert ran.returncode == 0, ran.stderr.decode()[-3000:]
+        assert b"strict_mode_unavailable" in ran.stderr
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM RESET max_prepared_transactions")
+        owned_stack.postgres.stop()
+        owned_stack.postgres.start()

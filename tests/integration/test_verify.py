@@ -23,6 +23,7 @@ from pg2neo.runtime.connections import Connections
 from pg2neo.runtime.demo import mapping_path
 from pg2neo.runtime.engine import Engine
 from pg2neo.runtime.service import Stopper, run_service, run_snapshot
+from pg2neo.runtime.status import status_report
 from pg2neo.settings import ApplySettings
 
 SCALE = 12
@@ -233,3 +234,14 @@ def test_background_check_runs_from_the_service_idle_hook(synced: Synced) -> Non
 
     run_service(synced.engine, stopper, 0.01, on_idle=on_idle)
     assert DRIFT.labels("mismatch")._value.get() == 2  # the first check is a full one
+    drift = status_report(synced.conn)["drift"]
+    assert drift is not None and drift["last_check"] == "full" and drift["mismatch"] == 2 and drift["total"] == 2
+    env = {
+        "PG2NEO_PG_DSN": synced.dsn,
+        "PG2NEO_NEO4J__URI": synced.conns.neo4j_uri,
+        "PG2NEO_NEO4J__PASSWORD": synced.conns.neo4j_password,
+        "PG2NEO_MAPPING": str(mapping_path()),
+    }
+    shown = CliRunner().invoke(app, ["status"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert "drift (background check)" in shown.stdout and "mismatch 2" in shown.stdout

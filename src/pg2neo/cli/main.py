@@ -303,6 +303,18 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     table.add_row("lag (oldest unapplied)", f"{report['lag_seconds']:.2f} s")
     table.add_row("applied, last minute", f"{report['applied_last_minute']:,} ({report['throughput_per_second']}/s)")
     table.add_row("dead letters", str(report["dead_letters"]))
+    drift = report["drift"]
+    table.add_row(
+        "drift (background check)",
+        "not checked yet"
+        if drift is None
+        else f"{drift['total']:,} (missing {drift['missing']:,}, extra {drift['extra']:,}, mismatch "
+        f"{drift['mismatch']:,}, stale {drift['stale']:,}; "
+        f"{drift['last_check']} check {drift['seconds_ago']:.0f} s ago)",
+    )
+    for service in report["services"] or [{"name": "-", "state": "no service running", "detail": ""}]:
+        detail = f": {service['detail']}" if service["detail"] else ""
+        table.add_row(f"service {service['name']}", f"{service['state']}{detail}")
     last = report["last_batch"]
     table.add_row(
         "last batch",

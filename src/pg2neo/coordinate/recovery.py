@@ -33,6 +33,7 @@ from pg2neo.coordinate.protocol import (
     MARKERS_DELETE,
     MARKERS_IN_SCOPE,
     STRICT_RECOVERIES,
+    PreparedTransactionsDisabled,
     RecoveryUnavailable,
     StrictSettings,
     check_prepared_enabled,
@@ -170,6 +171,10 @@ def start_periodic_recovery(
         while not stop.is_set():
             try:
                 recover(pg_dsn, driver, database, prepared_timeout)
+            except PreparedTransactionsDisabled as exc:
+                # Nothing can ever be prepared on this server, so there is nothing to recover: say so once.
+                event(log, "strict_mode_unavailable", logging.WARNING, detail=str(exc))
+                return
             except (RecoveryUnavailable, psycopg.OperationalError) as exc:
                 event(log, "strict_recovery_skipped", error=str(exc))
             except Exception as exc:  # the thread must outlive one failed pass

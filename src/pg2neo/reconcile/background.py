@@ -7,11 +7,13 @@ interval, publishes the drift per kind as the Prometheus gauge `pg2neo_drift{kin
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import psycopg
 from neo4j import Driver
 from prometheus_client import Gauge
 
@@ -34,6 +36,17 @@ def publish(report: VerifyReport) -> None:
     LAST_CHECK.labels(report.mode).set(time.time())
 
 
+def record(pg_dsn: str, report: VerifyReport) -> None:
+    """Keep the last check's totals in `pg2neo.state` (row `drift`) for `pg2neo status`."""
+    value = {"mode": report.mode, "totals": report.totals(), "drift": report.drift_total, "seconds": report.seconds}
+    with psycopg.connect(pg_dsn, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(
+            "INSERT INTO pg2neo.state (name, value) VALUES ('drift', %s::jsonb || jsonb_build_object('at', "
+            "extract(epoch FROM clock_timestamp()))) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+            (json.dumps(value),),
+        )
+
+
 def background_check(
     pg_dsn: str,
     driver: Driver,
@@ -48,6 +61,7 @@ def background_check(
     else:
         report = verify_recent(pg_dsn, driver, mapping, since_seconds, stale_after_seconds, database)
     publish(report)
+    record(pg_dsn, report)
     event(log, "drift_checked", mode=report.mode, seconds=round(report.seconds, 2), **report.totals())
     return report
 

@@ -9,10 +9,13 @@ current batch rolls back, its events stay queued, and the command reports the er
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
 import re
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -114,8 +117,59 @@ class Backoff:
         self.attempt = 0
 
 
+class Heartbeat:
+    """What the service is doing, kept in `pg2neo.state` (row `service:<host>:<pid>`) for `pg2neo status`.
+
+    Best effort, on its own short-lived connection: while PostgreSQL is away nothing can be recorded, and a write
+    that fails is skipped (the next one repeats it). `status` calls a service whose heartbeat is older than
+    STALE_AFTER seconds not responding.
+    """
+
+    EVERY = 5.0
+    STALE_AFTER = 30.0
+
+    def __init__(self, pg_dsn: str) -> None:
+        self.pg_dsn = pg_dsn
+        self.name = f"service:{socket.gethostname()}:{os.getpid()}"
+        self.state = "starting"
+        self.detail = ""
+        self.since = time.time()
+        self._written = 0.0
+
+    def set(self, state: str, detail: str = "") -> None:
+        if state != self.state:
+            self.state, self.detail, self.since = state, detail, time.time()
+            self.beat(force=True)
+
+    def beat(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._written < self.EVERY:
+            return
+        self._written = time.monotonic()
+        value = {"state": self.state, "detail": self.detail, "since": self.since, "pid": os.getpid()}
+        try:
+            with psycopg.connect(self.pg_dsn, autocommit=True, connect_timeout=3, application_name="pg2neo-hb") as c:
+                c.execute(
+                    "INSERT INTO pg2neo.state (name, value) VALUES (%s, %s::jsonb || jsonb_build_object("
+                    "'heartbeat', extract(epoch FROM clock_timestamp()))) "
+                    "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                    (self.name, json.dumps(value)),
+                )
+        except psycopg.Error:
+            pass  # PostgreSQL is away: nothing to record it in; the retry loop logs the outage
+
+    def clear(self) -> None:
+        try:
+            with psycopg.connect(self.pg_dsn, autocommit=True, connect_timeout=3) as c:
+                c.execute("DELETE FROM pg2neo.state WHERE name = %s", (self.name,))
+        except psycopg.Error:
+            pass  # left behind, it turns stale and `status` says the service is not responding
+
+
 def with_retries(
-    engine: Engine, stopper: Stopper, step: Callable[[], BatchResult | None]
+    engine: Engine,
+    stopper: Stopper,
+    step: Callable[[], BatchResult | None],
+    heartbeat: Heartbeat | None = None,
 ) -> BatchResult | Exception | None:
     """Run one step; on a transient failure wait (backoff with jitter) and retry until it works or we stop."""
     backoff = Backoff()
@@ -132,6 +186,8 @@ def with_retries(
                     waited_seconds=round(time.monotonic() - waiting_since, 1),
                 )
             UP.set(1)
+            if heartbeat is not None:
+                heartbeat.set("running")
             return result
         except Exception as exc:
             if not transient(exc):
@@ -152,6 +208,8 @@ def with_retries(
                 attempt=backoff.attempt,
                 waiting_seconds=round(time.monotonic() - waiting_since, 1),
             )
+            if heartbeat is not None:
+                heartbeat.set("waiting", f"waiting for the servers: {type(exc).__name__}: {redact(str(exc))[:200]}")
             stopper.sleep(delay)
         finally:
             engine.attempts = 1
@@ -178,6 +236,22 @@ def run_service(
 
     Schema drift (and any other permanent error) is raised after logging `schema_drift`: queued events stay.
     """
+    heartbeat = Heartbeat(engine.pg_dsn)
+    try:
+        return _service_loop(engine, stopper, poll_interval, until_empty, on_idle, audit_retention_days, heartbeat)
+    finally:
+        heartbeat.clear()
+
+
+def _service_loop(
+    engine: Engine,
+    stopper: Stopper,
+    poll_interval: float,
+    until_empty: bool,
+    on_idle: Callable[[], None] | None,
+    audit_retention_days: int,
+    heartbeat: Heartbeat,
+) -> int:
     applied = 0
     last_gauges = 0.0
     last_prune: float | None = None
@@ -186,10 +260,12 @@ def run_service(
             last_prune = time.monotonic()
             _prune_audit(engine, audit_retention_days)
         try:
-            result = with_retries(engine, stopper, engine.apply_next)
+            result = with_retries(engine, stopper, engine.apply_next, heartbeat)
         except SchemaDriftError as exc:
             event(log, "schema_drift", logging.ERROR, detail=str(exc))
+            heartbeat.set("stopped", f"schema drift: {exc}"[:500])
             raise
+        heartbeat.beat()
         if isinstance(result, BatchResult):
             record(result)
             applied += result.events
