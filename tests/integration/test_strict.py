@@ -412,9 +412,8 @@ def test_prepared_transactions_disabled_is_a_clear_error(
     with psycopg.connect(pg_dsn, autocommit=True) as conn, graph.driver() as driver:
         conn.execute(SCHEMA)
         install.init(conn, driver, load_mapping(path, conn))
-        conn.execute("ALTER SYSTEM SET max_prepared_transactions = 0")
     owned_stack.postgres.stop()
-    owned_stack.postgres.start()
+    owned_stack.postgres.start({"max_prepared_transactions": "0"})
     try:
         with psycopg.connect(pg_dsn, autocommit=True) as conn, graph.driver() as driver:
             assert conn.execute("SHOW max_prepared_transactions").fetchone() == ("0",)
@@ -442,7 +441,5 @@ def test_prepared_transactions_disabled_is_a_clear_error(
         assert ran.returncode == 0, ran.stderr.decode()[-3000:]
         assert b"strict_mode_unavailable" in ran.stderr
     finally:
-        with psycopg.connect(pg_dsn, autocommit=True) as conn:
-            conn.execute("ALTER SYSTEM RESET max_prepared_transactions")
         owned_stack.postgres.stop()
         owned_stack.postgres.start()

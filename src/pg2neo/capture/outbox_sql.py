@@ -11,6 +11,7 @@ calling PL/pgSQL). TRUNCATE queues one statement-level event. Writes that pg2neo
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -103,6 +104,16 @@ def function_name(table: str) -> sql.Identifier:
 _PINNED = sql.SQL(" ").join(
     sql.SQL("SET {} = {}").format(sql.Identifier(name), sql.Literal(value)) for name, value in PINNED_SETTINGS.items()
 )
+
+
+# Key types whose text form no session setting changes. Pinning settings costs every call of the function a save
+# and restore of each one (measurable on the write path), so it is done only for keys that need it.
+_SETTINGS_FREE = re.compile(r"^(smallint|integer|bigint|text|uuid|boolean|numeric|character varying|character)\b")
+
+
+def _pinned(key_types: tuple[str, ...], referrers: tuple[Referrer, ...]) -> sql.Composable:
+    types = [*key_types, *(t for ref in referrers for t in ref.entry.key_types)]
+    return sql.SQL("") if all(_SETTINGS_FREE.match(t) for t in types) else _PINNED
 
 
 def _key_array(record: str, columns: tuple[str, ...]) -> sql.Composable:
@@ -225,7 +236,7 @@ END
         sql.SQL(
             "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql "
             "SET search_path = pg_catalog, pg_temp {pinned} AS {body}"
-        ).format(fn=fn, pinned=_PINNED, body=sql.Literal(body.as_string())),
+        ).format(fn=fn, pinned=_pinned(entry.key_types, referrers), body=sql.Literal(body.as_string())),
         sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER_ROW), target),
         sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER_UPDATE), target),
         sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER_TRUNCATE), target),

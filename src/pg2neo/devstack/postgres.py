@@ -102,7 +102,8 @@ class LocalPostgres:
             return False
         return run_as(service_user(), [self._bin("pg_ctl"), "status", "-D", str(self.data_dir)]).returncode == 0
 
-    def start(self) -> None:
+    def start(self, overrides: dict[str, str] | None = None) -> None:
+        """Start the server (initialising it first if needed); `overrides` are `-c` settings for this start only."""
         if not self.initialised():
             self.init()
         if self.running():
@@ -126,6 +127,7 @@ class LocalPostgres:
                 str(self.data_dir),
                 "-l",
                 str(self.log_file),
+                *(["-o", " ".join(f"-c {k}={v}" for k, v in overrides.items())] if overrides else []),
             ],
         )
         if result.returncode != 0:
