@@ -38,6 +38,15 @@ class NodeStatements:
     truncate: str
 
 
+def _epoch_sets(props: tuple[str, ...]) -> str:
+    """timestamptz values arrive in `r.e` as [epoch seconds, nanoseconds] (see NodeTable.epoch_props)."""
+    return "".join(
+        f",\n    n.{q(p)} = CASE WHEN r.e.{q(p)} IS NULL THEN null "
+        f"ELSE datetime({{epochSeconds: r.e.{q(p)}[0], nanosecond: r.e.{q(p)}[1]}}) END"
+        for p in props
+    )
+
+
 def node_statements(table: NodeTable) -> NodeStatements:
     label = q(table.label)
     key = _key_map(table.key_props, "r.k")
@@ -47,7 +56,7 @@ def node_statements(table: NodeTable) -> NodeStatements:
         f"UNWIND $rows AS r\n"
         f"MERGE (n:{label} {key})\n"
         f"WITH n, r WHERE {_guard('n')}\n"
-        f"SET n = r.p, n.{VERSION} = $epoch, n.{SYNCED_AT} = $synced_at{set_extra}"
+        f"SET n = r.p, n.{VERSION} = $epoch, n.{SYNCED_AT} = $synced_at{_epoch_sets(table.epoch_props)}{set_extra}"
     )
     delete = (
         f"UNWIND $keys AS k\nMATCH (n:{label} {_key_map(table.key_props, 'k')})\nWHERE {_guard('n')}\nDETACH DELETE n"

@@ -61,7 +61,8 @@ class GraphWriter:
                 tx.run(self.node_cypher[table].delete, keys=writes.deletes, **common).consume()
         for table, writes in batch.nodes.items():
             if writes.upserts:
-                tx.run(self.node_cypher[table].upsert, rows=writes.upserts, **common).consume()
+                rows = _with_epochs(writes.upserts, writes.table.epoch_props)
+                tx.run(self.node_cypher[table].upsert, rows=rows, **common).consume()
         for table, writes in batch.nodes.items():
             for statement, rows in zip(self.node_cypher[table].links, writes.links, strict=True):
                 if rows:
@@ -82,3 +83,25 @@ class GraphWriter:
         statement = self.node_cypher[table].truncate if table in self.node_cypher else self.join_cypher[table].truncate
         with self.driver.session(database=self.database) as session:
             session.run(statement).consume()
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _with_epochs(upserts: list[dict[str, Any]], props: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The upsert rows with their timestamptz properties moved to `e` as [epoch seconds, nanoseconds] (exact
+    integers; the Cypher makes them DateTimes), sparing the driver's pure-Python datetime packing. New dicts: a
+    retried transaction sends the batch again."""
+    if not props:
+        return upserts
+    rows = []
+    for upsert in upserts:
+        sent = dict(upsert["p"])
+        epochs = {}
+        for name in props:
+            value = sent.pop(name, None)
+            if value is not None:
+                delta = value - _EPOCH
+                epochs[name] = [delta.days * 86_400 + delta.seconds, delta.microseconds * 1000]
+        rows.append({"k": upsert["k"], "p": sent, "e": epochs})
+    return rows

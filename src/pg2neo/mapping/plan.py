@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from functools import cached_property
 
 
 class ValueKind(enum.Enum):
@@ -88,6 +89,15 @@ class NodeTable:
     def key_column_objs(self) -> tuple[Column, ...]:
         by_name = {c.name: c for c in self.columns}
         return tuple(by_name[name] for name in self.key_columns)
+
+    @cached_property
+    def epoch_props(self) -> tuple[str, ...]:
+        """timestamptz properties (not keys) sent as [epoch seconds, nanoseconds] and made DateTimes in Cypher.
+
+        The driver turns Python datetimes into Bolt values in pure Python, which profiling showed to be a fifth of
+        the apply loop's time; two integers cost next to nothing.
+        """
+        return tuple(c.prop for c in self.columns if c.kind is ValueKind.TIMESTAMPTZ and c.prop not in self.key_props)
 
 
 @dataclass(frozen=True)
