@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SCALE  ?= 200
 
-.PHONY: deps system-deps check test unit integration demo soak bench bench-quick up down status clean
+.PHONY: deps system-deps check test unit integration demo soak bench bench-quick up down status clean \
+	bench-snapshot bench-memory bench-write-cost bench-live bench-verify bench-strict
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +44,11 @@ bench: deps
 
 bench-quick: deps
 	$(BIN)/python -m bench.run_all --quick
+
+# One benchmark at a time: `make bench-live`, or `make bench-live QUICK=--quick`.
+BENCHES := snapshot memory write_cost live verify strict
+$(addprefix bench-,$(subst _,-,$(BENCHES))): deps
+	$(BIN)/python -m bench.run_all $(QUICK) --only $(subst -,_,$(patsubst bench-%,%,$@))
 
 up: deps
 	$(BIN)/pg2neo dev up

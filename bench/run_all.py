@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="repetitions per measurement (medians reported)")
     parser.add_argument("--backlogs", type=int, nargs="*", default=None, help="memory benchmark backlog sizes")
     args = parser.parse_args(argv)
-    wanted = set(args.only) if args.only else None
+    wanted = {n if n in OURS or n.startswith("bench_") else f"bench_{n}" for n in args.only} if args.only else None
     started = time.monotonic()
     summary: dict[str, Any] = {"quick": args.quick, "machine": machine(), "timings_s": {}, "errors": {}}
     with bench_stack(args.quick) as bench:

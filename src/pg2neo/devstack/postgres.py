@@ -104,8 +104,6 @@ class LocalPostgres:
 
     def start(self, overrides: dict[str, str] | None = None) -> None:
         """Start the server (initialising it first if needed); `overrides` are `-c` settings for this start only."""
-        if not self.initialised():
-            self.init()
         if self.running():
             return
         if not port_is_free(self.port):
@@ -113,6 +111,8 @@ class LocalPostgres:
                 f"port {self.port} for PostgreSQL is taken by another process; stop it, or remove "
                 f"{self.root.parent / 'stack.json'} so that `pg2neo dev up` picks a free port"
             )
+        if not self.initialised():
+            self.init()
         self.write_config()
         user = service_user()
         result = run_as(
