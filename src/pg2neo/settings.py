@@ -32,7 +32,7 @@ class ApplySettings(BaseModel):
 class CheckSettings(BaseModel):
     """The drift check the service runs while idle, and recovery of in-doubt strict transactions (seconds)."""
 
-    interval: float = Field(default=60.0, gt=0)
+    interval: float = Field(default=300.0, gt=0)
     full_interval: float = Field(default=3600.0, gt=0)
     stale_after: float = Field(default=60.0, ge=0)
     enabled: bool = True

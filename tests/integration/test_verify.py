@@ -225,7 +225,7 @@ def test_cli_verify_reconcile_and_conflicts(synced: Synced) -> None:
 
 def test_background_check_runs_from_the_service_idle_hook(synced: Synced) -> None:
     synced.cypher("MATCH (n:Project) WITH n LIMIT 2 SET n.name = 'bg drift'")
-    check = BackgroundCheck(synced.dsn, synced.driver, synced.mapping, interval=0, background=False)
+    check = BackgroundCheck(synced.dsn, synced.driver, synced.mapping, interval=0, background=False, full_at_start=True)
     stopper = Stopper()
 
     def on_idle() -> None:

@@ -70,6 +70,9 @@ def background_check(
 class BackgroundCheck:
     """The `on_idle` callback: a recent check every `interval` seconds, a full one every `full_interval`.
 
+    Nothing runs at start (unless `full_at_start`): the first recent check comes after `interval`, the first full
+    one after `full_interval`, so a restarted service spends its first minutes catching up, not scanning.
+
     Each check runs in a daemon thread so that the service loop goes on applying while it scans; a call while the
     previous check still runs does nothing. A failed check is logged (`drift_check_failed`), never raised.
     """
@@ -86,9 +89,14 @@ class BackgroundCheck:
     _last_full: float | None = field(default=None, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
     background: bool = True
+    full_at_start: bool = False
 
     def __call__(self) -> None:
         now = self.clock()
+        if self._last is None and not self.full_at_start:
+            # The first checks come one interval after start: a service (re)started under load catches up first.
+            self._last = self._last_full = now
+            return
         if self._last is not None and now - self._last < self.interval:
             return
         if self._thread is not None and self._thread.is_alive():

@@ -20,7 +20,11 @@ class Connections:
     neo4j_database: str = "neo4j"
 
     def driver(self) -> Driver:
-        return GraphDatabase.driver(self.neo4j_uri, auth=(self.neo4j_user, self.neo4j_password))
+        # Server notifications (e.g. "property key does not exist" for a recovery query on an empty graph) are
+        # not for a service's log; errors still raise.
+        return GraphDatabase.driver(
+            self.neo4j_uri, auth=(self.neo4j_user, self.neo4j_password), notifications_min_severity="OFF"
+        )
 
 
 def resolve(settings: Settings) -> Connections:
