@@ -75,6 +75,19 @@ def main(argv: list[str] | None = None) -> int:
     summary["total_s"] = round(time.monotonic() - started, 1)
     suffix = "_quick" if args.quick else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
+    earlier = RESULTS / f"summary{suffix}.json"
+    if args.only and earlier.exists():
+        # A partial run updates the benchmarks it ran and keeps the others' latest results.
+        kept = json.loads(earlier.read_text())
+        summary = {
+            **kept,
+            **{k: v for k, v in summary.items() if k not in ("timings_s", "errors", "total_s")},
+            "timings_s": {**kept.get("timings_s", {}), **summary["timings_s"]},
+            "errors": {
+                **{k: v for k, v in kept.get("errors", {}).items() if k not in summary["timings_s"]},
+                **summary["errors"],
+            },
+        }
     (RESULTS / f"summary{suffix}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     table = markdown(summary)
     (RESULTS / f"summary{suffix}.md").write_text(table)
