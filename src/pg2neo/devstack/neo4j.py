@@ -100,6 +100,11 @@ def _reap(pid: int) -> None:
         child.wait()
 
 
+def new_password() -> str:
+    """A random password that command lines cannot mistake for an option (token_urlsafe may start with '-')."""
+    return secrets.token_hex(16)
+
+
 @dataclass(frozen=True)
 class LocalNeo4j:
     root: Path
@@ -132,7 +137,7 @@ class LocalNeo4j:
     def password(self) -> str:
         if not self.password_file.exists():
             self.root.mkdir(parents=True, exist_ok=True)
-            self.password_file.write_text(secrets.token_urlsafe(18))
+            self.password_file.write_text(new_password())
             self.password_file.chmod(0o600)
         return self.password_file.read_text().strip()
 
@@ -201,6 +206,8 @@ class LocalNeo4j:
         self.write_config(lib)
         java = self._java()
         if not any((self.root / "data" / "dbms").glob("auth*")):
+            if self.password.startswith("-"):  # made by an earlier version; nothing uses it before this point
+                self.password_file.write_text(new_password())
             result = subprocess.run(
                 [
                     java,
