@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -97,6 +98,18 @@ class Bench:
 
     def driver(self) -> Driver:
         return self.info.driver()
+
+    def empty_graph(self) -> None:
+        """Replace the graph store by an empty one: stop Neo4j, delete the `neo4j` database's files, start it.
+
+        At a million nodes this takes seconds where DETACH DELETE takes minutes; users and the system database
+        stay, constraints are gone (callers create them again). Drivers made before must be replaced.
+        """
+        neo4j = self.stack.neo4j
+        neo4j.stop()
+        for sub in ("databases", "transactions"):
+            shutil.rmtree(neo4j.root / "data" / sub / "neo4j", ignore_errors=True)
+        neo4j.start()
 
     def service_env(self, dsn: str) -> dict[str, str]:
         info = self.info
