@@ -1,7 +1,8 @@
 """Benchmark 4, memory: peak RSS of `pg2neo run --until-empty` draining a backlog of queued changes.
 
 Data flow measured: a backlog in pg2neo.changes (built while no service runs, by UPDATEs of `updated_at` in
-chunks of 50,000 rows over the reference tables of the snapshot benchmark's database) -> the service subprocess
+chunks of 50,000 rows, every table of TABLES giving its share, so that both backlog sizes hold the same mix of row
+sizes) -> the service subprocess
 drains it to Neo4j. RSS of the subprocess is sampled with psutil every 50 ms; the peak is reported per run.
 """
 
@@ -23,30 +24,34 @@ CHUNK = 50_000
 
 
 def build_backlog(dsn: str, target: int) -> int:
-    """Queue about `target` changes (one per updated row); returns the queue depth reached."""
+    """Queue about `target` changes (one per updated row), the same mix of tables at every size: each table gives
+    its share of the rows (more passes when `target` exceeds them). Returns the queue depth reached."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        bounds = {}
+        bounds: dict[str, tuple[int, int, int]] = {}
         for t in TABLES:
-            row = conn.execute(sql.SQL("SELECT min(id), max(id) FROM {}").format(sql.Identifier(t))).fetchone()
+            row = conn.execute(
+                sql.SQL("SELECT min(id), max(id), count(*) FROM {}").format(sql.Identifier(t))
+            ).fetchone()
             assert row is not None
-            bounds[t] = (int(row[0]), int(row[1]))
+            bounds[t] = (int(row[0]), int(row[1]), int(row[2]))
+        total = sum(count for _, _, count in bounds.values())
         made = 0
         while made < target:
-            for t in TABLES:
-                low, high = bounds[t]
-                at = low
-                while at <= high and made < target:
-                    width = min(CHUNK, target - made)
+            share = min(1.0, (target - made) / total)
+            for t, (low, high, count) in bounds.items():
+                wanted = max(1, round(share * count))
+                done, at = 0, low
+                while done < wanted and at <= high:
+                    width = min(CHUNK, wanted - done)
                     cur = conn.execute(
                         sql.SQL("UPDATE {} SET updated_at = clock_timestamp() WHERE id >= %s AND id < %s").format(
                             sql.Identifier(t)
                         ),
                         (at, at + width),
                     )
-                    made += max(cur.rowcount, 0)
+                    done += max(cur.rowcount, 0)
                     at += width
-                if made >= target:
-                    break
+                made += done
         row = conn.execute("SELECT count(*) FROM pg2neo.changes").fetchone()
         return int(row[0]) if row else 0
 

@@ -32,7 +32,7 @@ from pg2neo.mapping.resolve import load_mapping
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
 from pg2neo.runtime.demo import mapping_path
-from pg2neo.runtime.engine import Engine
+from pg2neo.runtime.engine import READ_SLICE, Engine
 from pg2neo.runtime.service import Stopper, run_snapshot
 from pg2neo.settings import ApplySettings
 
@@ -405,6 +405,27 @@ def test_replayed_events_leave_the_same_graph(synced: Synced) -> None:
         cur.executemany("INSERT INTO pg2neo.changes (tbl, op, key) VALUES (%s, %s, %s)", events)  # and twice
     assert s.drain() == 2 * len(events)
     assert actual_graph(s.driver, REFERENCE) == graph_once
+    s.check()
+
+
+def test_batches_stop_at_the_byte_bound_and_keep_the_rest_queued(synced: Synced) -> None:
+    s = synced
+    s.conn.execute(
+        "INSERT INTO messages (thread_id, role, body, token_count) "
+        "SELECT (SELECT min(id) FROM threads), 'user', repeat('m', 2000) || g, 3 FROM generate_series(1, 1200) g"
+    )
+    s.conn.execute("UPDATE content_items SET title = 'bytes ' || id")
+    queued = s.queued()
+    assert queued >= 1200 + 2
+    s.engine.settings = ApplySettings(batch_rows=5000, batch_bytes=64 * 1024)
+    # The bound is checked between reads of READ_SLICE keys: one slice of ~2 kB messages passes it, the rest waits.
+    first = s.engine.apply_next()
+    assert first is not None and first.events == READ_SLICE
+    assert s.queued() == queued - READ_SLICE
+    batches = 1
+    while s.engine.apply_next() is not None:
+        batches += 1
+    assert batches == 4  # 500, 500 and 200 messages (each over the bound), then the content items
     s.check()
 
 

@@ -150,19 +150,23 @@ class Engine:
             by_table.setdefault(e.table, {})[e.key] = None
         reads: list[ReadRow] = []
         unmapped: list[DeadLetter] = []
-        taken: set[str] = set()
+        taken: set[tuple[str, tuple[str, ...]]] = set()
         payload_bytes = 0
         for table, keys in by_table.items():
-            if taken and payload_bytes >= self.settings.batch_bytes:
-                break  # bounded in bytes: the other tables' events stay queued for the next batch
-            taken.add(table)
             entry = self.mapping.entry(table)
             if entry is None:
                 reason = f"table `{table}` is no longer in the mapping; map it again or drop the dead letter"
                 unmapped += [DeadLetter(RowFailure(table, k, reason, {}), "UnmappedTable") for k in keys]
+                taken.update((table, k) for k in keys)
                 continue
-            payload_bytes += self._read_keys(conn, reads, entry, list(keys))
-        events = [e for e in events if e.table in taken]
+            wanted = list(keys)
+            for at in range(0, len(wanted), READ_SLICE):
+                if taken and payload_bytes >= self.settings.batch_bytes:
+                    break  # bounded in bytes: the other keys' events stay queued for the next batch
+                part = wanted[at : at + READ_SLICE]
+                payload_bytes += self._read_keys(conn, reads, entry, part)
+                taken.update((table, k) for k in part)
+        events = [e for e in events if (e.table, e.key) in taken]
         batch, dead = self._write_isolating(reads, epoch, ("outbox", events[-1].seq))
         dead += unmapped
         self._fault_point()
@@ -415,6 +419,10 @@ def _merged(first: GraphBatch, second: GraphBatch) -> GraphBatch:
             target.upserts += joins.upserts
             target.deletes += joins.deletes
     return first
+
+
+# Keys read per query: with the byte bound checked between reads, a batch holds at most this many rows over it.
+READ_SLICE = 500
 
 
 def _approx_size(row: tuple[Any, ...]) -> int:
