@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,29 @@ def _round(dsn: str, scripts: list[str], seconds: int) -> dict[str, float]:
     return parse_pgbench(result.stdout)
 
 
+DO_LOOP = 20_000
+PER_STATEMENT = {
+    "update": "UPDATE messages SET body = 'loop ' || i WHERE id = %(low)s + (i %% 5000)",
+    "insert": "INSERT INTO messages (thread_id, role, body, token_count) VALUES (%(thread)s, 'user', 'loop ' || i, 3)",
+}
+
+
+def per_statement_us(conn: psycopg.Connection[Any]) -> dict[str, float]:
+    """CPU per single-row statement inside one DO loop (no commit, no client round trip): median of 5, in µs."""
+    low, thread = conn.execute("SELECT min(id), (SELECT min(id) FROM threads) FROM messages").fetchone() or (1, 1)
+    out: dict[str, float] = {}
+    for name, statement in PER_STATEMENT.items():
+        body = statement % {"low": low, "thread": thread}
+        loop = f"DO $$ BEGIN FOR i IN 1..{DO_LOOP} LOOP {body}; END LOOP; END $$"
+        timings = []
+        for _ in range(5):
+            started = time.perf_counter()
+            conn.execute(loop.encode())
+            timings.append((time.perf_counter() - started) / DO_LOOP * 1e6)
+        out[name] = median(timings)
+    return out
+
+
 def main(bench: Bench) -> dict[str, Any]:
     scale = 2000 if bench.quick else 20_000
     seconds = 8 if bench.quick else 30
@@ -81,6 +105,7 @@ def main(bench: Bench) -> dict[str, Any]:
         counts = row_counts(conn)
         mapping = load_mapping(mapping_path(), conn)
         rounds: dict[str, list[dict[str, float]]] = {"with_triggers": [], "without_triggers": []}
+        per_statement: dict[str, dict[str, float]] = {}
         with tempfile.TemporaryDirectory(prefix="pg2neo-bench-") as tmp:
             scripts = []
             for name, (weight, text) in SCRIPTS.items():
@@ -94,6 +119,8 @@ def main(bench: Bench) -> dict[str, Any]:
                         install.init(conn, driver, mapping)
                     else:
                         install.uninstall(conn)
+                    if i == 0:
+                        per_statement[variant] = per_statement_us(conn)
                     stats = _round(dsn, scripts, seconds)
                     rounds[variant].append(stats)
                     log(f"write cost round {i + 1}/{bench.runs} {variant}: {stats.get('tps', 0):,.0f} tps")
@@ -122,6 +149,11 @@ def main(bench: Bench) -> dict[str, Any]:
         "tps_ratio_per_pair": paired,
         "tps_ratio_of_medians": ratio_of_medians,
         "tps_loss_pct": 100 * (1 - ratio),
+        "per_statement_us": per_statement,
+        "trigger_us_per_statement": {
+            k: per_statement["with_triggers"][k] - per_statement["without_triggers"][k] for k in PER_STATEMENT
+        },
+        "per_statement_method": per_statement_us.__doc__,
         "goal": "at most 15% fewer TPS with the triggers",
         "goal_met": ratio >= 0.85,
         "load_before": load_before,
@@ -130,7 +162,14 @@ def main(bench: Bench) -> dict[str, Any]:
     }
     write_result(bench, "write_cost", doc)
     _chart(bench, rounds)
-    return {"write_cost": {"summary": summary, "tps_loss_pct": 100 * (1 - ratio), "goal_met": ratio >= 0.85}}
+    return {
+        "write_cost": {
+            "summary": summary,
+            "tps_loss_pct": 100 * (1 - ratio),
+            "goal_met": ratio >= 0.85,
+            "trigger_us_per_statement": doc["trigger_us_per_statement"],
+        }
+    }
 
 
 def _chart(bench: Bench, rounds: dict[str, list[dict[str, float]]]) -> None:

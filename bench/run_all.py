@@ -102,6 +102,13 @@ def _f(value: Any, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _trigger_us(w: dict[str, Any]) -> str:
+    cost = w.get("trigger_us_per_statement")
+    if not cost:
+        return ""
+    return f" (trigger +{cost['update']:.1f} µs per UPDATE, +{cost['insert']:.1f} µs per INSERT)"
+
+
 def markdown(s: dict[str, Any]) -> str:
     """The results table for README.md."""
     m = s["machine"]
@@ -137,7 +144,8 @@ def markdown(s: dict[str, Any]) -> str:
         w = s["write_cost"]
         lines.append(
             f"| Write-path cost (pgbench, update-heavy) | {_f(w['summary']['with_triggers']['tps_median'])} vs "
-            f"{_f(w['summary']['without_triggers']['tps_median'])} TPS: {w['tps_loss_pct']:.1f}% fewer | ≤ 15% | "
+            f"{_f(w['summary']['without_triggers']['tps_median'])} TPS: {w['tps_loss_pct']:.1f}% fewer"
+            f"{_trigger_us(w)} | ≤ 15% | "
             f"{'yes' if w['goal_met'] else 'no'} |"
         )
     if "memory" in s:
