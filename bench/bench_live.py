@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -350,8 +351,14 @@ class Service:
 _SERVICE: dict[str, Service] = {}
 
 
+class _ProfileFailed(Exception):
+    """The profiling run failed; the measured rates stand."""
+
+
 def start_profile(bench: Bench, out: Path, seconds: int) -> subprocess.Popen[bytes]:
-    spy = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "py-spy"
+    spy = Path(sys.executable).parent / "py-spy"  # a dev dependency, installed next to this interpreter
+    if not spy.exists():
+        raise RuntimeError(f"py-spy is not installed in {spy.parent}: run `make deps` (it is a dev dependency)")
     pid = _SERVICE["live"].process.pid
     return subprocess.Popen(
         [
@@ -451,7 +458,12 @@ def main(bench: Bench) -> dict[str, Any]:
             RESULTS.mkdir(parents=True, exist_ok=True)
             profile_seconds = 10 if bench.quick else 30
             wait_drained(dsn, 120)
-            pstep = run_rate(bench, dsn, probe, scripts, profile_rate, profile_seconds, profile_to=raw)
+            try:
+                pstep = run_rate(bench, dsn, probe, scripts, profile_rate, profile_seconds, profile_to=raw)
+            except Exception as exc:  # the rates measured above are kept; the profile says why it is missing
+                profile = {"rate": profile_rate, "error": repr(exc)}
+                log(f"live profile failed: {exc!r}")
+                raise _ProfileFailed from exc
             profile = {
                 "rate": profile_rate,
                 "seconds": profile_seconds,
@@ -461,6 +473,8 @@ def main(bench: Bench) -> dict[str, Any]:
                 "summary": summarize_profile(raw) if raw.exists() else {"error": "py-spy wrote nothing"},
             }
             log(f"live profile at {profile_rate}/s written to {raw}")
+        except _ProfileFailed:
+            pass
         finally:
             probe.stop.set()
             for t in threads:

@@ -58,9 +58,10 @@ relationships:
     to: {table: team, columns: team_id}
 """
 PHASES = (  # (name, from step, to step) of StrictCoordinator's step hook
-    ("statements_lock_epoch_reread", "start", "before_prepare"),
+    # statements, apply lock + epoch, re-read of the changed rows, Neo4j transaction with the marker and the writes
+    ("statements_reread_neo4j_write", "start", "before_prepare"),
     ("prepare", "before_prepare", "after_prepare"),
-    ("neo4j_write_and_commit", "after_prepare", "after_neo4j_commit"),
+    ("neo4j_commit", "after_prepare", "after_neo4j_commit"),
     ("commit_prepared", "after_neo4j_commit", "after_commit_prepared"),
 )
 UPDATE = "UPDATE person SET name = %s, score = %s WHERE id = %s"

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         kept = json.loads(earlier.read_text())
         summary = {
             **kept,
-            **{k: v for k, v in summary.items() if k not in ("timings_s", "errors", "total_s")},
+            **{k: v for k, v in summary.items() if k not in ("timings_s", "errors")},
             "timings_s": {**kept.get("timings_s", {}), **summary["timings_s"]},
             "errors": {
                 **{k: v for k, v in kept.get("errors", {}).items() if k not in summary["timings_s"]},
