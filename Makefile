@@ -23,6 +23,7 @@ check: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/mypy bench
 
 test: deps check
 	$(BIN)/pytest tests

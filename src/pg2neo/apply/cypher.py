@@ -38,8 +38,9 @@ class NodeStatements:
     truncate: str
 
 
-def _epoch_sets(props: tuple[str, ...]) -> str:
-    """timestamptz values arrive in `r.e` as [epoch seconds, nanoseconds] (see NodeTable.epoch_props)."""
+def epoch_sets(props: tuple[str, ...]) -> str:
+    """SET items for node `n`'s timestamptz properties, which arrive in `r.e` as [epoch seconds, nanoseconds]
+    (see NodeTable.epoch_props and writer.epoch_rows)."""
     return "".join(
         f",\n    n.{q(p)} = CASE WHEN r.e.{q(p)} IS NULL THEN null "
         f"ELSE datetime({{epochSeconds: r.e.{q(p)}[0], nanosecond: r.e.{q(p)}[1]}}) END"
@@ -56,7 +57,7 @@ def node_statements(table: NodeTable) -> NodeStatements:
         f"UNWIND $rows AS r\n"
         f"MERGE (n:{label} {key})\n"
         f"WITH n, r WHERE {_guard('n')}\n"
-        f"SET n = r.p, n.{VERSION} = $epoch, n.{SYNCED_AT} = $synced_at{_epoch_sets(table.epoch_props)}{set_extra}"
+        f"SET n = r.p, n.{VERSION} = $epoch, n.{SYNCED_AT} = $synced_at{epoch_sets(table.epoch_props)}{set_extra}"
     )
     delete = (
         f"UNWIND $keys AS k\nMATCH (n:{label} {_key_map(table.key_props, 'k')})\nWHERE {_guard('n')}\nDETACH DELETE n"

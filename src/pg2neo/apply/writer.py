@@ -61,7 +61,7 @@ class GraphWriter:
                 tx.run(self.node_cypher[table].delete, keys=writes.deletes, **common).consume()
         for table, writes in batch.nodes.items():
             if writes.upserts:
-                rows = _with_epochs(writes.upserts, writes.table.epoch_props)
+                rows = epoch_rows(writes.upserts, writes.table.epoch_props)
                 tx.run(self.node_cypher[table].upsert, rows=rows, **common).consume()
         for table, writes in batch.nodes.items():
             for statement, rows in zip(self.node_cypher[table].links, writes.links, strict=True):
@@ -88,7 +88,7 @@ class GraphWriter:
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def _with_epochs(upserts: list[dict[str, Any]], props: tuple[str, ...]) -> list[dict[str, Any]]:
+def epoch_rows(upserts: list[dict[str, Any]], props: tuple[str, ...]) -> list[dict[str, Any]]:
     """The upsert rows with their timestamptz properties moved to `e` as [epoch seconds, nanoseconds] (exact
     integers; the Cypher makes them DateTimes), sparing the driver's pure-Python datetime packing. New dicts: a
     retried transaction sends the batch again."""
