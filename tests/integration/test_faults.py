@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import pytest
@@ -66,8 +66,27 @@ def synced(pg_dsn: str, graph: Connections) -> Iterator[Synced]:
         run_snapshot(engine, Stopper(), lambda t, r: None)
         engine.close()
         synced = Synced(pg_dsn, conn, driver, mapping, graph)
-        yield synced
-        synced.conn.close()  # a test may have replaced the connection (PostgreSQL restarted)
+        try:
+            yield synced
+        finally:
+            stop_leftovers()
+            synced.conn.close()  # a test may have replaced the connection (PostgreSQL restarted)
+
+
+def stop_leftovers() -> None:
+    """Stop the services and loads a failed test left running, before its database is dropped: a service still
+    applying then would write its last batch into the next test's graph."""
+    for service in Service.running:
+        service.stopper.event.set()
+    for load in Load.running:
+        load._stop.set()
+    for thread in [s.thread for s in Service.running] + [load.thread for load in Load.running]:
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "a service or load thread did not stop"
+    for service in Service.running:
+        service.engine.close()
+    Service.running.clear()
+    Load.running.clear()
 
 
 def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
@@ -105,11 +124,14 @@ def queue_depth(conn: psycopg.Connection[Any]) -> int:
 class Load:
     """Continuous random writes to the demo schema (writer_loop, in 2-second rounds) in a thread until stopped."""
 
+    running: ClassVar[list[Load]] = []
+
     def __init__(self, dsn: str, rate: float = 40, seed: int = 1) -> None:
         self.counts: dict[str, int] = {}
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(dsn, rate, seed), daemon=True)
         self.thread.start()
+        Load.running.append(self)
 
     def _run(self, dsn: str, rate: float, seed: int) -> None:
         while not self._stop.is_set():
@@ -128,12 +150,15 @@ class Load:
 class Service:
     """run_service in a thread (the same loop `pg2neo run` runs), for faults that leave the process alive."""
 
+    running: ClassVar[list[Service]] = []
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.stopper = Stopper()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
+        Service.running.append(self)
 
     def _run(self) -> None:
         try:
@@ -275,7 +300,8 @@ def neo4j_outage(synced: Synced, owned_stack: LocalStack, outage: float) -> None
     owned_stack.neo4j.start()
     wait_applied(synced, 120)
     assert REGISTRY.get_sample_value("pg2neo_servers_reachable") == 1
-    assert service_states(synced.conn) == ["running"]
+    # the batch's commit lands just before the service records "running": poll for it, with a deadline
+    wait_for(lambda: service_states(synced.conn) == ["running"], 30, "status to report the service running again")
     load.stop()
     wait_for(lambda: queue_depth(synced.conn) == 0, 120, "the queue to drain")
     service.stop()

@@ -145,7 +145,9 @@ class Heartbeat:
         if not force and time.monotonic() - self._written < self.EVERY:
             return
         self._written = time.monotonic()
-        value = {"state": self.state, "detail": self.detail, "since": self.since, "pid": os.getpid()}
+        self._write({"state": self.state, "detail": self.detail, "since": self.since, "pid": os.getpid()})
+
+    def _write(self, value: dict[str, Any]) -> None:
         try:
             with psycopg.connect(self.pg_dsn, autocommit=True, connect_timeout=3, application_name="pg2neo-hb") as c:
                 c.execute(
@@ -210,6 +212,7 @@ def with_retries(
             )
             if heartbeat is not None:
                 heartbeat.set("waiting", f"waiting for the servers: {type(exc).__name__}: {redact(str(exc))[:200]}")
+                heartbeat.beat()  # still alive while waiting: a long outage must not read as "not responding"
             stopper.sleep(delay)
         finally:
             engine.attempts = 1
