@@ -24,6 +24,8 @@ class ApplySettings(BaseModel):
     batch_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     poll_interval: float = Field(default=0.2, gt=0)
     snapshot_batch_rows: int = Field(default=5000, ge=1)
+    # How long the snapshot keeps the apply lock for consecutive pages before it lets `run` take a turn.
+    snapshot_hold_seconds: float = Field(default=10.0, gt=0)
     max_retries: int = Field(default=8, ge=0)
     # Test-only fault injection: probability of SIGKILL between the Neo4j commit and the queue ack.
     fault_kill_after_commit: float = Field(default=0.0, ge=0.0, le=1.0)

@@ -34,7 +34,7 @@ from pg2neo.mapping.resolve import load_mapping
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
 from pg2neo.runtime.demo import mapping_path
-from pg2neo.runtime.engine import Engine
+from pg2neo.runtime.engine import BatchResult, Engine
 from pg2neo.runtime.service import Stopper, run_service, run_snapshot
 from pg2neo.runtime.status import status_report
 from pg2neo.settings import ApplySettings
@@ -491,6 +491,37 @@ def test_snapshot_sigkilled_then_resumed_under_load(pg_dsn: str, graph: Connecti
         load.stop()
         drain_and_compare(s)
         print(f"rows loaded before the kill: {loaded_before}; after resume: {sum(n for n, _ in after.values())}")
+
+
+def test_snapshot_pipelined_alongside_run_under_load(pg_dsn: str, graph: Connections) -> None:
+    """The snapshot holds the apply lock for a window of pages and reads the next page while one is written; `run`
+    gets its turn between windows, and with live writes going on the graph ends equal to the rows."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn, graph.driver() as driver:
+        load_schema(conn)
+        generate(conn, 40)
+        mapping = load_mapping(mapping_path(), conn)
+        install.init(conn, driver, mapping)
+        s = Synced(pg_dsn, conn, driver, mapping, graph)
+        load = Load(pg_dsn, rate=40)
+        service = Service(Engine(pg_dsn, driver, mapping, SMALL))
+        engine = Engine(pg_dsn, driver, mapping, ApplySettings(snapshot_batch_rows=20, snapshot_hold_seconds=0.3))
+        pages: list[BatchResult] = []
+        loaded = run_snapshot(engine, Stopper(), lambda table, result: pages.append(result))
+        engine.close()
+        assert loaded == sum(p.events for p in pages) and sum(p.done for p in pages) == len(mapping.entries)
+        load.stop()
+        wait_for(lambda: queue_depth(conn) == 0, 120, "the queue to drain")
+        service.stop()
+        kinds = [str(r[0]) for r in conn.execute("SELECT kind FROM pg2neo.audit ORDER BY id").fetchall()]
+        first, last = kinds.index("snapshot"), len(kinds) - 1 - kinds[::-1].index("snapshot")
+        # `run` applied batches between the snapshot's windows: the lock was released and taken again
+        assert "changes" in kinds[first:last], kinds
+        # and windows held several pages: runs of consecutive snapshot pages with no other batch between them
+        runs = "".join("s" if k == "snapshot" else "." for k in kinds[first : last + 1]).split(".")
+        assert max(len(run) for run in runs) >= 3, kinds
+        epochs = [int(r[0]) for r in conn.execute("SELECT epoch FROM pg2neo.audit WHERE epoch IS NOT NULL ORDER BY id")]
+        assert epochs == sorted(epochs), "batches were recorded out of epoch order"
+        drain_and_compare(s)
 
 
 def test_sigterm_finishes_the_batch_and_exits_cleanly(synced: Synced) -> None:

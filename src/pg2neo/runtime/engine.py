@@ -23,6 +23,7 @@ import random
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,18 @@ class ReadRow:
 
 
 @dataclass(frozen=True)
+class SnapshotPage:
+    """One page of a table, read from its own snapshot and mapped, waiting for its Neo4j write."""
+
+    reads: list[ReadRow]
+    batch: GraphBatch
+    epoch: int
+    last_key: list[str] | None
+    full: bool
+    read_seconds: float
+
+
+@dataclass(frozen=True)
 class DeadLetter:
     failure: RowFailure
     error_class: str
@@ -97,6 +110,7 @@ class Engine:
         self.writer = GraphWriter(driver, mapping, database)
         self._by_keys = {e.table: by_keys_query(mapping, e) for e in mapping.entries}
         self._conn: psycopg.Connection[Any] | None = None
+        self._reader: psycopg.Connection[Any] | None = None
         # Set by the retry loop before each try: the audit row records how many tries the batch took.
         self.attempts = 1
 
@@ -111,9 +125,10 @@ class Engine:
         return self._conn
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        for conn in (self._conn, self._reader):
+            if conn is not None:
+                conn.close()
+        self._conn = self._reader = None
 
     def _locked(self, work: Callable[[psycopg.Connection[Any]], BatchResult | None]) -> BatchResult | None:
         conn = self.conn
@@ -206,14 +221,18 @@ class Engine:
         return batch
 
     def _write_isolating(
-        self, reads: list[ReadRow], epoch: int, checkpoint: tuple[str, int] | None
+        self,
+        reads: list[ReadRow],
+        epoch: int,
+        checkpoint: tuple[str, int] | None,
+        built: GraphBatch | None = None,
     ) -> tuple[GraphBatch, list[DeadLetter]]:
         """Write the keys in one Neo4j transaction; if Neo4j rejects the data, bisect until the bad keys are alone.
 
         Returns what was written (merged over the halves) and the dead letters: rows that cannot be converted
-        and single keys that Neo4j refused.
+        and single keys that Neo4j refused. `built` is `reads` already mapped, if the caller has it.
         """
-        batch = self._build(reads)
+        batch = built if built is not None else self._build(reads)
         try:
             if not batch.empty() or checkpoint is not None:
                 self.writer.write(batch, epoch, checkpoint)
@@ -361,45 +380,107 @@ class Engine:
         )
 
     # -- snapshot -----------------------------------------------------------------------------------------------
-    def snapshot_page(self, entry: NodeTable | JoinTable) -> BatchResult | None:
-        """Load the next page of one table's existing rows; None when the table is done."""
-        return self._locked(lambda conn: self._snapshot_page(conn, entry))
+    def snapshot_window(
+        self,
+        entry: NodeTable | JoinTable,
+        keep_going: Callable[[], bool],
+        on_page: Callable[[BatchResult], None],
+    ) -> bool:
+        """Load the next pages of one table's existing rows under one hold of the apply lock; True when it is done.
 
-    def _snapshot_page(self, conn: psycopg.Connection[Any], entry: NodeTable | JoinTable) -> BatchResult | None:
-        started = time.monotonic()
+        The lock is held for at most `snapshot_hold_seconds` (then released, so that `run` gets its turn) and,
+        while it is held, page N+1 is read and mapped on a second connection while page N is written to Neo4j.
+        Each page still has its own snapshot and epoch, taken after the previous page's, and its progress row is
+        committed only after its Neo4j commit, so the invariants are those of one page per lock hold.
+        """
+        conn = self.conn
+        conn.execute("SELECT pg_advisory_lock(%s)", (APPLY_LOCK_KEY,))
+        try:
+            return self._snapshot_window(conn, entry, keep_going, on_page)
+        finally:
+            if not conn.closed and not conn.broken:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (APPLY_LOCK_KEY,))
+
+    def _snapshot_window(
+        self,
+        conn: psycopg.Connection[Any],
+        entry: NodeTable | JoinTable,
+        keep_going: Callable[[], bool],
+        on_page: Callable[[BatchResult], None],
+    ) -> bool:
         progress = conn.execute(
             "SELECT last_key, rows_done, done FROM pg2neo.snapshot_progress WHERE tbl = %s", (entry.table,)
         ).fetchone()
         if progress is not None and progress[2]:
-            return None
-        last_key = None if progress is None else progress[0]
+            return True
+        last_key: list[str] | None = None if progress is None else progress[0]
         rows_done = 0 if progress is None else int(progress[1])
-        epoch = int(conn.execute("SELECT nextval('pg2neo.epoch')").fetchone()[0])  # type: ignore[index]
+        release_at = time.monotonic() + self.settings.snapshot_hold_seconds
+        with ThreadPoolExecutor(1, thread_name_prefix="pg2neo-snapshot-read") as reader:
+            pending = reader.submit(self._read_page, entry, last_key)
+            while True:
+                page = pending.result()
+                ahead = page.full and time.monotonic() < release_at and keep_going()
+                if ahead:  # read the next page while this one is written
+                    pending = reader.submit(self._read_page, entry, page.last_key or last_key)
+                started = time.monotonic()
+                batch, dead = self._write_isolating(page.reads, page.epoch, None, page.batch)
+                last_key = page.last_key or last_key
+                rows_done += len(page.reads)
+                done = not page.full
+                with conn.transaction():
+                    self._dead_letter(conn, dead, [])
+                    conn.execute(
+                        "INSERT INTO pg2neo.snapshot_progress (tbl, last_key, rows_done, done, finished_at) "
+                        "VALUES (%s, %s, %s, %s, CASE WHEN %s THEN now() END) ON CONFLICT (tbl) DO UPDATE SET "
+                        "last_key = EXCLUDED.last_key, rows_done = EXCLUDED.rows_done, done = EXCLUDED.done, "
+                        "finished_at = EXCLUDED.finished_at",
+                        (entry.table, last_key, rows_done, done, done),
+                    )
+                    result = BatchResult(
+                        "snapshot",
+                        len(page.reads),
+                        batch.counts(),
+                        page.read_seconds + time.monotonic() - started,
+                        dead_letters=len(dead),
+                        done=done,
+                        extra={"rows_done": rows_done},
+                    )
+                    self._audit(conn, result, page.epoch)
+                on_page(result)
+                if done or not ahead:
+                    return done
+
+    @property
+    def snapshot_reader(self) -> psycopg.Connection[Any]:
+        """The snapshot's second connection: it reads the next page while the apply connection's page is written."""
+        if self._reader is None or self._reader.closed:
+            conn = psycopg.connect(self.pg_dsn, autocommit=True, application_name="pg2neo-snapshot")
+            prepare_connection(conn)
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            self._reader = conn
+        return self._reader
+
+    def _read_page(self, entry: NodeTable | JoinTable, after: list[str] | None) -> SnapshotPage:
+        """One page in key order from its own snapshot, with the epoch taken inside it, mapped to graph writes.
+
+        Runs on the reader thread while the apply lock is held by the caller of `snapshot_window`."""
+        started = time.monotonic()
+        conn = self.snapshot_reader
         limit = self.settings.snapshot_batch_rows
-        query = page_query(self.mapping, entry, after=last_key is not None)
-        params = [*(last_key or []), limit]
-        rows = conn.execute(query, params).fetchall()
-        batch, dead = self._write_isolating([ReadRow(entry, tuple(r[0]), tuple(r)) for r in rows], epoch, None)
-        self._dead_letter(conn, dead, [])
-        done = len(rows) < limit
-        conn.execute(
-            "INSERT INTO pg2neo.snapshot_progress (tbl, last_key, rows_done, done, finished_at) "
-            "VALUES (%s, %s, %s, %s, CASE WHEN %s THEN now() END) ON CONFLICT (tbl) DO UPDATE SET "
-            "last_key = EXCLUDED.last_key, rows_done = EXCLUDED.rows_done, done = EXCLUDED.done, "
-            "finished_at = EXCLUDED.finished_at",
-            (entry.table, list(rows[-1][0]) if rows else last_key, rows_done + len(rows), done, done),
+        with conn.transaction():
+            epoch = int(conn.execute("SELECT nextval('pg2neo.epoch')").fetchone()[0])  # type: ignore[index]
+            query = page_query(self.mapping, entry, after=after is not None)
+            rows = conn.execute(query, [*(after or []), limit]).fetchall()
+        reads = [ReadRow(entry, tuple(r[0]), tuple(r)) for r in rows]
+        return SnapshotPage(
+            reads=reads,
+            batch=self._build(reads),
+            epoch=epoch,
+            last_key=list(rows[-1][0]) if rows else None,
+            full=len(rows) == limit,
+            read_seconds=time.monotonic() - started,
         )
-        result = BatchResult(
-            "snapshot",
-            len(rows),
-            batch.counts(),
-            time.monotonic() - started,
-            dead_letters=len(dead),
-            done=done,
-            extra={"rows_done": rows_done + len(rows)},
-        )
-        self._audit(conn, result, epoch)
-        return result
 
     def reset_snapshot(self) -> None:
         with self.conn.transaction():

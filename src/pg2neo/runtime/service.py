@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from neo4j.exceptions import (
@@ -36,6 +36,8 @@ from prometheus_client import Counter, Gauge
 from pg2neo.errors import SchemaDriftError, is_transient
 from pg2neo.logs import event, get_logger
 from pg2neo.runtime.engine import BatchResult, Engine
+
+T = TypeVar("T")
 
 log = get_logger("service")
 
@@ -170,9 +172,9 @@ class Heartbeat:
 def with_retries(
     engine: Engine,
     stopper: Stopper,
-    step: Callable[[], BatchResult | None],
+    step: Callable[[], T],
     heartbeat: Heartbeat | None = None,
-) -> BatchResult | Exception | None:
+) -> T | None:
     """Run one step; on a transient failure wait (backoff with jitter) and retry until it works or we stop."""
     backoff = Backoff()
     waiting_since: float | None = None
@@ -314,15 +316,24 @@ def queue_state(conn: psycopg.Connection[Any]) -> tuple[int, float]:
 
 
 def run_snapshot(engine: Engine, stopper: Stopper, on_page: Callable[[str, BatchResult], None]) -> int:
+    """Load every mapped table's existing rows, resuming from `pg2neo.snapshot_progress`; returns the rows loaded."""
     total = 0
+
+    def page_done(table: str, result: BatchResult) -> None:
+        nonlocal total
+        record(result)
+        total += result.events
+        on_page(table, result)
+
     for entry in engine.mapping.entries:
         while not stopper.stopped:
-            result = with_retries(engine, stopper, lambda e=entry: engine.snapshot_page(e))  # type: ignore[misc]
-            if not isinstance(result, BatchResult):
-                break
-            record(result)
-            total += result.events
-            on_page(entry.table, result)
-            if result.done:
-                break
+            done = with_retries(
+                engine,
+                stopper,
+                lambda e=entry: engine.snapshot_window(  # type: ignore[misc]
+                    e, lambda: not stopper.stopped, lambda result: page_done(e.table, result)
+                ),
+            )
+            if done is not False:
+                break  # the table is done, or we were stopped
     return total
