@@ -445,7 +445,7 @@ def summarize_profile(raw: Path, top: int = 15) -> dict[str, Any]:
 
 
 def main(bench: Bench) -> dict[str, Any]:
-    scale = 2000 if bench.quick else 20_000
+    scale = 2000 if bench.quick else 10_000
     rates = [500, 2000] if bench.quick else [1000, 2500, 5000]
     seconds = 10 if bench.quick else 60
     load_before = load()

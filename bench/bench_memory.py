@@ -85,7 +85,7 @@ def drain(bench: Bench, dsn: str) -> dict[str, float]:
 
 
 def main(bench: Bench) -> dict[str, Any]:
-    sizes = bench.backlogs or ([10_000, 40_000] if bench.quick else [100_000, 1_000_000])
+    sizes = bench.backlogs or ([5_000, 20_000] if bench.quick else [100_000, 1_000_000])
     load_before = load()
     with psycopg.connect(bench.info.pg_dsn, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (SNAPSHOT_DB,)).fetchone()

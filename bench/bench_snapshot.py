@@ -269,8 +269,8 @@ def run_pg2neo(dsn: str, mapping: Mapping, driver: Driver) -> float:
 
 
 def main(bench: Bench) -> dict[str, Any]:
-    scale = 3000 if bench.quick else 85_000
-    sample = 1000 if bench.quick else 3000
+    scale = 1500 if bench.quick else 85_000
+    sample = 300 if bench.quick else 2000
     load_before = load()
     dsn = bench.fresh_db(DB)
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -1,6 +1,6 @@
 """Benchmark of `pg2neo verify` (the reconcile stage's scan): time and peak RSS on the reference schema.
 
-Builds scale 85,000 (about 1M rows; quick: 3,000) in a fresh database on its own LocalStack (state in
+Builds scale 85,000 (about 1M rows; quick: 1,500) in a fresh database on its own LocalStack (state in
 /tmp/pg2neo-bench-verify), runs init + snapshot (timed), then verify on the clean sync and again after about 1% of
 the graph drifted (property changes, deleted nodes, deleted relationships). Each verify runs in a child process
 whose peak RSS (`ru_maxrss`) is reported. Writes bench/results/verify[_quick].json.
@@ -109,7 +109,7 @@ def inject_drift(conns: Connections, fraction: float) -> dict[str, int]:
 
 
 def main(quick: bool, scale: int | None = None) -> dict[str, Any]:
-    scale = scale or (3_000 if quick else 85_000)
+    scale = scale or (1_500 if quick else 85_000)
     shutil.rmtree(STATE, ignore_errors=True)
     STATE.mkdir(parents=True)
     STATE.chmod(0o755)

@@ -96,7 +96,7 @@ def per_statement_us(conn: psycopg.Connection[Any]) -> dict[str, float]:
 
 def main(bench: Bench) -> dict[str, Any]:
     scale = 2000 if bench.quick else 20_000
-    seconds = 8 if bench.quick else 30
+    seconds = 5 if bench.quick else 30
     load_before = load()
     dsn = bench.fresh_db(DB)
     with psycopg.connect(dsn, autocommit=True) as conn, bench.driver() as driver:
