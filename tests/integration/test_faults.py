@@ -446,15 +446,21 @@ def snapshot_progress(conn: psycopg.Connection[Any]) -> dict[str, tuple[int, boo
     return {tbl: (int(done_rows), bool(done)) for tbl, done_rows, done in rows}
 
 
+def installed(pg_dsn: str, conn: psycopg.Connection[Any], driver: Driver, graph: Connections) -> Synced:
+    """A demo database loaded and installed, not snapshotted yet."""
+    load_schema(conn)
+    generate(conn, 40)
+    mapping = load_mapping(mapping_path(), conn)
+    install.init(conn, driver, mapping)
+    return Synced(pg_dsn, conn, driver, mapping, graph)
+
+
 def test_snapshot_sigkilled_then_resumed_under_load(pg_dsn: str, graph: Connections) -> None:
     """A `pg2neo snapshot` killed part-way resumes from its last committed page, and with the live changes queued
     meanwhile the graph ends equal to the rows: nothing lost, nothing applied out of order."""
     with psycopg.connect(pg_dsn, autocommit=True) as conn, graph.driver() as driver:
-        load_schema(conn)
-        generate(conn, 40)
-        mapping = load_mapping(mapping_path(), conn)
-        install.init(conn, driver, mapping)
-        s = Synced(pg_dsn, conn, driver, mapping, graph)
+        s = installed(pg_dsn, conn, driver, graph)
+        mapping = s.mapping
         env = service_env(s, PG2NEO_APPLY__SNAPSHOT_BATCH_ROWS="20")
         load = Load(pg_dsn, rate=40)
         first = subprocess.Popen(
@@ -497,11 +503,8 @@ def test_snapshot_pipelined_alongside_run_under_load(pg_dsn: str, graph: Connect
     """The snapshot holds the apply lock for a window of pages and reads the next page while one is written; `run`
     gets its turn between windows, and with live writes going on the graph ends equal to the rows."""
     with psycopg.connect(pg_dsn, autocommit=True) as conn, graph.driver() as driver:
-        load_schema(conn)
-        generate(conn, 40)
-        mapping = load_mapping(mapping_path(), conn)
-        install.init(conn, driver, mapping)
-        s = Synced(pg_dsn, conn, driver, mapping, graph)
+        s = installed(pg_dsn, conn, driver, graph)
+        mapping = s.mapping
         load = Load(pg_dsn, rate=40)
         service = Service(Engine(pg_dsn, driver, mapping, SMALL))
         engine = Engine(pg_dsn, driver, mapping, ApplySettings(snapshot_batch_rows=20, snapshot_hold_seconds=0.3))

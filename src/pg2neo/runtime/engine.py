@@ -118,11 +118,14 @@ class Engine:
     @property
     def conn(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            conn = psycopg.connect(self.pg_dsn, autocommit=True, application_name="pg2neo")
-            prepare_connection(conn)
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            self._conn = conn
+            self._conn = self._connect("pg2neo")
         return self._conn
+
+    def _connect(self, application_name: str) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self.pg_dsn, autocommit=True, application_name=application_name)
+        prepare_connection(conn)
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        return conn
 
     def close(self) -> None:
         for conn in (self._conn, self._reader):
@@ -455,10 +458,7 @@ class Engine:
     def snapshot_reader(self) -> psycopg.Connection[Any]:
         """The snapshot's second connection: it reads the next page while the apply connection's page is written."""
         if self._reader is None or self._reader.closed:
-            conn = psycopg.connect(self.pg_dsn, autocommit=True, application_name="pg2neo-snapshot")
-            prepare_connection(conn)
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            self._reader = conn
+            self._reader = self._connect("pg2neo-snapshot")
         return self._reader
 
     def _read_page(self, entry: NodeTable | JoinTable, after: list[str] | None) -> SnapshotPage:
