@@ -22,8 +22,9 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,15 +134,20 @@ class Engine:
                 conn.close()
         self._conn = self._reader = None
 
-    def _locked(self, work: Callable[[psycopg.Connection[Any]], BatchResult | None]) -> BatchResult | None:
+    @contextmanager
+    def _apply_lock(self) -> Iterator[psycopg.Connection[Any]]:
+        """Hold the apply lock (a session advisory lock on `conn`, taken before any snapshot) for the block."""
         conn = self.conn
         conn.execute("SELECT pg_advisory_lock(%s)", (APPLY_LOCK_KEY,))
         try:
-            with conn.transaction():
-                return work(conn)
+            yield conn
         finally:
             if not conn.closed and not conn.broken:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (APPLY_LOCK_KEY,))
+
+    def _locked(self, work: Callable[[psycopg.Connection[Any]], BatchResult | None]) -> BatchResult | None:
+        with self._apply_lock() as conn, conn.transaction():
+            return work(conn)
 
     # -- queued changes -----------------------------------------------------------------------------------------
     def apply_next(self) -> BatchResult | None:
@@ -396,13 +402,8 @@ class Engine:
         Each page still has its own snapshot and epoch, taken after the previous page's, and its progress row is
         committed only after its Neo4j commit, so the invariants are those of one page per lock hold.
         """
-        conn = self.conn
-        conn.execute("SELECT pg_advisory_lock(%s)", (APPLY_LOCK_KEY,))
-        try:
+        with self._apply_lock() as conn:
             return self._snapshot_window(conn, entry, keep_going, on_page)
-        finally:
-            if not conn.closed and not conn.broken:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (APPLY_LOCK_KEY,))
 
     def _snapshot_window(
         self,
@@ -423,12 +424,12 @@ class Engine:
             pending = reader.submit(self._read_page, entry, last_key)
             while True:
                 page = pending.result()
+                last_key = page.last_key or last_key
                 ahead = page.full and time.monotonic() < release_at and keep_going()
                 if ahead:  # read the next page while this one is written
-                    pending = reader.submit(self._read_page, entry, page.last_key or last_key)
+                    pending = reader.submit(self._read_page, entry, last_key)
                 started = time.monotonic()
                 batch, dead = self._write_isolating(page.reads, page.epoch, None, page.batch)
-                last_key = page.last_key or last_key
                 rows_done += len(page.reads)
                 done = not page.full
                 with conn.transaction():
