@@ -61,3 +61,17 @@ class CoordinateError(Pg2NeoError):
 
 def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, Transient)
+
+
+class EpochBehind(ApplyError):
+    """The graph has seen a newer epoch than the one this write was stamped with.
+
+    Epochs come from a PostgreSQL sequence; after `uninstall` + `init`, a restore from backup, a sequence reset or a
+    second database feeding the same graph, the sequence can be behind the graph, and the version guard would refuse
+    every newer write. The writer raises this (its Neo4j transaction rolled back) so that the caller moves its
+    sequence past `high` and writes again with a newer epoch."""
+
+    def __init__(self, epoch: int, high: int) -> None:
+        super().__init__(f"epoch {epoch} is behind the graph's highest epoch {high}")
+        self.epoch = epoch
+        self.high = high

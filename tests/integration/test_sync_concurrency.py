@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from neo4j import Driver
 
 from oracle import NodeSpec, RelSpec, SchemaSpec, assert_graph_matches
+from pg2neo.capture.outbox_sql import mark_own_write
 from pg2neo.mapping.plan import Mapping
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.runtime import install
@@ -158,7 +159,7 @@ class Harness:
     def reset(self) -> None:
         """Empty tables (not captured: pg2neo's own origin), queue and graph, between examples."""
         with self.conn.transaction():
-            self.conn.execute("SET LOCAL pg2neo.origin = 'pg2neo'")
+            mark_own_write(self.conn)
             self.conn.execute("DELETE FROM member")
             self.conn.execute("DELETE FROM person")
             self.conn.execute("DELETE FROM team")

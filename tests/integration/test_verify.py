@@ -12,6 +12,7 @@ import pytest
 from neo4j import Driver
 from typer.testing import CliRunner
 
+from pg2neo.capture.outbox_sql import mark_own_write
 from pg2neo.cli.main import app
 from pg2neo.demo.generate import generate, load_schema
 from pg2neo.mapping.plan import Mapping
@@ -45,7 +46,7 @@ class Synced:
     def pg_quiet(self, query: str, params: tuple[Any, ...] = ()) -> None:
         """A write the capture triggers do not queue (as a repair or an out-of-band fix would be)."""
         with self.conn.transaction():
-            self.conn.execute("SET LOCAL pg2neo.origin = 'pg2neo'")
+            mark_own_write(self.conn)
             self.conn.execute(query, params)
 
     def drain(self) -> None:

@@ -15,6 +15,7 @@ VERSION = "_pg2neo_version"
 SYNCED_AT = "_pg2neo_synced_at"
 REL_KEY = "_pg2neo_key"
 CHECKPOINT_LABEL = "_Pg2neoCheckpoint"
+EPOCH_LABEL = "_Pg2neoEpoch"
 
 
 def q(name: str) -> str:
@@ -57,10 +58,14 @@ def node_statements(table: NodeTable) -> NodeStatements:
         f"UNWIND $rows AS r\n"
         f"MERGE (n:{label} {key})\n"
         f"WITH n, r WHERE {_guard('n')}\n"
-        f"SET n = r.p, n.{VERSION} = $epoch, n.{SYNCED_AT} = $synced_at{epoch_sets(table.epoch_props)}{set_extra}"
+        f"SET n = r.p, n.{VERSION} = $epoch, n.{SYNCED_AT} = $synced_at{epoch_sets(table.epoch_props)}{set_extra}\n"
+        f"RETURN count(*) AS applied"
     )
     delete = (
-        f"UNWIND $keys AS k\nMATCH (n:{label} {_key_map(table.key_props, 'k')})\nWHERE {_guard('n')}\nDETACH DELETE n"
+        f"UNWIND $keys AS k\nMATCH (n:{label} {_key_map(table.key_props, 'k')})\n"
+        f"WITH k, n, {_guard('n')} AS ok\n"
+        f"CALL (n, ok) {{ WITH n WHERE ok DETACH DELETE n }}\n"
+        f"RETURN count(CASE WHEN NOT ok THEN k END) AS refused"
     )
     links = tuple(_link_statement(table, rel) for rel in table.fk_rels)
     truncate = f"MATCH (n:{label}) CALL (n) {{ DETACH DELETE n }} IN TRANSACTIONS OF 10000 ROWS"
@@ -115,7 +120,8 @@ def join_statements(table: JoinTable) -> JoinStatements:
         f"MERGE (b:{q(end.label)} {_key_map(end.key_props, 'r.b')})\n"
         f"MERGE (a)-[rel:{rtype} {{{REL_KEY}: r.key}}]->(b)\n"
         f"WITH rel, r WHERE {_guard('rel')}\n"
-        f"SET rel = r.p, rel.{REL_KEY} = r.key, rel.{VERSION} = $epoch, rel.{SYNCED_AT} = $synced_at"
+        f"SET rel = r.p, rel.{REL_KEY} = r.key, rel.{VERSION} = $epoch, rel.{SYNCED_AT} = $synced_at\n"
+        f"RETURN count(*) AS applied"
     )
     truncate = f"MATCH ()-[r:{rtype}]->() CALL (r) {{ DELETE r }} IN TRANSACTIONS OF 10000 ROWS"
     index = f"CREATE INDEX {q('pg2neo_' + table.type + '_key')} IF NOT EXISTS FOR ()-[r:{rtype}]-() ON (r.{REL_KEY})"
@@ -127,6 +133,25 @@ def constraint_statement(table: NodeTable) -> str:
     name = q(f"pg2neo_{table.label}_key")
     return f"CREATE CONSTRAINT {name} IF NOT EXISTS FOR (n:{q(table.label)}) REQUIRE ({props}) IS UNIQUE"
 
+
+# The highest epoch the graph has seen, claimed first in every epoch-stamped transaction (which also orders the writes
+# of two sources feeding one graph: the node's write lock is held to commit). A write whose epoch is below it would be
+# refused by the version guards: the writer raises `EpochBehind` instead, and the caller moves its sequence past it.
+EPOCH_CLAIM = (
+    f"MERGE (h:{EPOCH_LABEL} {{name: 'epoch'}})\n"
+    f"WITH h, h.high AS high\n"
+    f"SET h.high = CASE WHEN high IS NULL OR high < $epoch THEN $epoch ELSE high END\n"
+    f"RETURN high"
+)
+EPOCH_CONSTRAINT = (
+    f"CREATE CONSTRAINT {q('pg2neo_epoch_name')} IF NOT EXISTS FOR (h:{EPOCH_LABEL}) REQUIRE h.name IS UNIQUE"
+)
+# Graphs written before the epoch node existed: the highest version stamped anywhere (read once, when it is missing).
+HIGHEST_VERSION = (
+    f"CALL () {{ MATCH (n) WHERE n.{VERSION} IS NOT NULL RETURN max(n.{VERSION}) AS v "
+    f"UNION ALL MATCH ()-[r]->() WHERE r.{VERSION} IS NOT NULL RETURN max(r.{VERSION}) AS v }}\n"
+    f"RETURN max(v) AS high"
+)
 
 CHECKPOINT = (
     f"MERGE (c:{CHECKPOINT_LABEL} {{name: $name}}) SET c.last_seq = $last_seq, c.epoch = $epoch, c.at = $synced_at"

@@ -15,12 +15,17 @@ from neo4j import Driver, ManagedTransaction
 
 from pg2neo.apply.cypher import (
     CHECKPOINT,
+    EPOCH_CLAIM,
+    EPOCH_CONSTRAINT,
+    EPOCH_LABEL,
+    HIGHEST_VERSION,
     JoinStatements,
     NodeStatements,
     constraint_statement,
     join_statements,
     node_statements,
 )
+from pg2neo.errors import EpochBehind
 from pg2neo.mapping.ops import GraphBatch
 from pg2neo.mapping.plan import Mapping
 
@@ -36,19 +41,35 @@ class GraphWriter:
         self.join_cypher: dict[str, JoinStatements] = {j.table: join_statements(j) for j in mapping.joins}
 
     def schema_statements(self) -> list[str]:
-        """Uniqueness constraints on every node key, indexes on join relationships' keys."""
-        return [constraint_statement(n) for n in self.mapping.nodes] + [s.index for s in self.join_cypher.values()]
+        """Uniqueness constraints on every node key (and the epoch node), indexes on join relationships' keys."""
+        return (
+            [constraint_statement(n) for n in self.mapping.nodes]
+            + [s.index for s in self.join_cypher.values()]
+            + [EPOCH_CONSTRAINT]
+        )
 
     def ensure_schema(self) -> None:
         with self.driver.session(database=self.database) as session:
             for statement in self.schema_statements():
                 session.run(statement).consume()
             session.run("CALL db.awaitIndexes(300)").consume()
+            missing = session.run(f"MATCH (h:{EPOCH_LABEL} {{name: 'epoch'}}) RETURN count(h) = 0 AS missing").single()
+            if missing is not None and missing["missing"]:
+                # A graph synced before the epoch node existed: start it at the highest version stamped anywhere.
+                record = session.run(HIGHEST_VERSION).single()
+                high = None if record is None else record["high"]
+                if high is not None:
+                    session.run(
+                        f"MERGE (h:{EPOCH_LABEL} {{name: 'epoch'}}) ON CREATE SET h.high = $high", high=high
+                    ).consume()
 
-    def write(self, batch: GraphBatch, epoch: int, checkpoint: tuple[str, int] | None = None) -> None:
+    def write(self, batch: GraphBatch, epoch: int, checkpoint: tuple[str, int] | None = None) -> dict[str, int]:
+        """Write one batch in one transaction; returns the rows the version guards refused, per label or type.
+
+        Raises `EpochBehind` (nothing written) when the graph has seen a newer epoch than `epoch`."""
         synced_at = dt.datetime.now(dt.UTC)
         with self.driver.session(database=self.database) as session:
-            session.execute_write(self._work, batch, epoch, synced_at, checkpoint)
+            return session.execute_write(self._work, batch, epoch, synced_at, checkpoint)
 
     def _work(
         self,
@@ -57,15 +78,22 @@ class GraphWriter:
         epoch: int,
         synced_at: dt.datetime,
         checkpoint: tuple[str, int] | None,
-    ) -> None:
+    ) -> dict[str, int]:
+        claim = tx.run(EPOCH_CLAIM, epoch=epoch).single()
+        high = None if claim is None else claim["high"]
+        if high is not None and high > epoch:
+            raise EpochBehind(epoch, int(high))
         common: dict[str, Any] = {"epoch": epoch, "synced_at": synced_at}
+        refused: dict[str, int] = {}
         for table, writes in batch.nodes.items():
             for keys in chunks(writes.deletes):
-                tx.run(self.node_cypher[table].delete, keys=keys, **common).consume()
+                record = tx.run(self.node_cypher[table].delete, keys=keys, **common).single()
+                _count(refused, writes.table.label, 0 if record is None else int(record["refused"]))
         for table, writes in batch.nodes.items():
             for upserts in chunks(writes.upserts):
                 rows = epoch_rows(upserts, writes.table.epoch_props)
-                tx.run(self.node_cypher[table].upsert, rows=rows, **common).consume()
+                record = tx.run(self.node_cypher[table].upsert, rows=rows, **common).single()
+                _count(refused, writes.table.label, len(rows) - (0 if record is None else int(record["applied"])))
         for table, writes in batch.nodes.items():
             for statement, links in zip(self.node_cypher[table].links, writes.links, strict=True):
                 for link_rows in chunks(links):
@@ -76,16 +104,29 @@ class GraphWriter:
             for clear_rows in chunks(clear):
                 tx.run(self.join_cypher[table].clear, rows=clear_rows).consume()
             for join_rows in chunks(joins.upserts):
-                tx.run(self.join_cypher[table].upsert, rows=join_rows, **common).consume()
+                record = tx.run(self.join_cypher[table].upsert, rows=join_rows, **common).single()
+                _count(refused, joins.table.type, len(join_rows) - (0 if record is None else int(record["applied"])))
         if checkpoint is not None:
             name, last_seq = checkpoint
             tx.run(CHECKPOINT, name=name, last_seq=last_seq, **common).consume()
+        return refused
+
+    def probe(self) -> None:
+        """A write transaction that touches no data: succeeds when Neo4j takes writes (tells a row's failure from
+        the server's)."""
+        with self.driver.session(database=self.database) as session:
+            session.execute_write(lambda tx: tx.run("RETURN 1").consume())
 
     def truncate(self, table: str) -> None:
         """Empty a label or relationship type (auto-commit, in chunks: `CALL {} IN TRANSACTIONS`)."""
         statement = self.node_cypher[table].truncate if table in self.node_cypher else self.join_cypher[table].truncate
         with self.driver.session(database=self.database) as session:
             session.run(statement).consume()
+
+
+def _count(refused: dict[str, int], name: str, count: int) -> None:
+    if count:
+        refused[name] = refused.get(name, 0) + count
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -4,8 +4,17 @@ Each mapped table gets a generated PL/pgSQL function and AFTER INSERT/UPDATE/DEL
 row's key (not its image) in `pg2neo.changes`, in the writing transaction: the change is queued if and only if the
 write commits. The applier re-reads the rows it is told about, so a queued key always leads to the latest committed
 state. An UPDATE that changes no mapped column queues nothing (the trigger's WHEN clause, evaluated without
-calling PL/pgSQL). TRUNCATE queues one statement-level event. Writes that pg2neo itself makes (repairs) set
-`pg2neo.origin = 'pg2neo'` and are not queued.
+calling PL/pgSQL). TRUNCATE queues one statement-level event; TRUNCATE of one partition of a mapped partitioned
+table (which does not fire the parent's trigger) queues a delete for each of its rows, read just before they go.
+
+Who may do what (docs/operations.md, "Privileges and roles"): the capture functions are SECURITY DEFINER, owned by
+the role that ran `pg2neo init`, with a pinned search_path, so the application's roles need no privilege on the
+`pg2neo` schema and cannot queue an event themselves. Every trigger is enabled ALWAYS, so sessions with
+`session_replication_role = replica` (pg_restore, logical-replication apply workers) are captured too.
+
+Writes that pg2neo itself makes (neo4j-wins repairs) are not queued: they set `pg2neo.origin = 'pg2neo'` *and*
+register their transaction in `pg2neo.own_writes`, which only pg2neo's roles may write (`mark_own_write`). The setting
+alone skips nothing, and normal writes, which do not set it, never read that table.
 """
 
 from __future__ import annotations
@@ -13,7 +22,9 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from pg2neo.capture.reader import PINNED_SETTINGS
@@ -24,6 +35,10 @@ ORIGIN_SETTING = "pg2neo.origin"
 TRIGGER_ROW = "pg2neo_capture"
 TRIGGER_UPDATE = "pg2neo_capture_update"
 TRIGGER_TRUNCATE = "pg2neo_capture_truncate"
+# On a mapped partitioned table: marks the statement that truncates it whole, so its partitions queue nothing.
+TRIGGER_TRUNCATE_BEGIN = "pg2neo_capture_truncate_begin"
+# On each partition of a mapped table: TRIGGER_TRUNCATE (before: queue a delete per row) and this one (after).
+TRIGGER_TRUNCATE_END = "pg2neo_capture_truncate_end"
 
 SCHEMA_SQL = """
 CREATE SCHEMA IF NOT EXISTS pg2neo;
@@ -85,7 +100,45 @@ CREATE TABLE IF NOT EXISTS pg2neo.state (
     name  text PRIMARY KEY,
     value jsonb NOT NULL
 );
+
+-- Transactions of pg2neo's own writes (repairs), whose changes the capture must not queue. Only pg2neo's roles
+-- may insert; the row is removed at commit by a deferred trigger, so the table stays empty between repairs.
+CREATE TABLE IF NOT EXISTS pg2neo.own_writes (
+    txid xid8 PRIMARY KEY
+);
+
+CREATE OR REPLACE FUNCTION pg2neo.forget_own_write() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM pg2neo.own_writes WHERE txid = NEW.txid;
+    RETURN NULL;
+END $$;
+
+DROP TRIGGER IF EXISTS forget_at_commit ON pg2neo.own_writes;
+CREATE CONSTRAINT TRIGGER forget_at_commit AFTER INSERT ON pg2neo.own_writes
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pg2neo.forget_own_write();
+ALTER TABLE pg2neo.own_writes ENABLE ALWAYS TRIGGER forget_at_commit;
+
+-- Tables being truncated whole by the current statement (written only by the capture functions): a partition whose
+-- ancestor is listed here queues nothing, the ancestor's own TRUNCATE event covers its rows.
+CREATE TABLE IF NOT EXISTS pg2neo.truncating (
+    txid  xid8 NOT NULL,
+    relid oid NOT NULL,
+    PRIMARY KEY (txid, relid)
+);
 """
+
+# The tables a service role may not write: only the SECURITY DEFINER functions do (own_writes: INSERT only).
+_FUNCTION_ONLY_TABLES = ("own_writes", "truncating")
+
+# Checked only when the setting is set (a plain `IF` on current_setting is evaluated without the executor), so
+# writes that do not set it never read `pg2neo.own_writes`.
+SKIP_OWN_WRITE = """
+    IF current_setting('pg2neo.origin', true) = 'pg2neo' THEN
+        IF EXISTS (SELECT 1 FROM pg2neo.own_writes WHERE txid = pg_current_xact_id()) THEN
+            RETURN NULL;  -- written by pg2neo itself (neo4j-wins repair): not a change to send back
+        END IF;
+    END IF;"""
 
 APPLY_LOCK_KEY = 0x70_67_32_6E_65_6F  # "pg2neo": one applier at a time, batch by batch
 
@@ -216,10 +269,8 @@ def table_statements(entry: NodeTable | JoinTable, referrers: tuple[Referrer, ..
     watched = _watched(entry)
     body = sql.SQL(
         """
-BEGIN
-    IF current_setting({origin}, true) = 'pg2neo' THEN
-        RETURN NULL;  -- written by pg2neo itself (neo4j-wins repair): not a change to send back
-    ELSIF TG_OP = 'INSERT' THEN
+BEGIN{skip_own}
+    IF TG_OP = 'INSERT' THEN
         {insert}({tbl}, 'I', {new_key});
     ELSIF TG_OP = 'DELETE' THEN
         {insert}({tbl}, 'D', {old_key});
@@ -232,7 +283,7 @@ BEGIN
 END
 """
     ).format(
-        origin=sql.Literal(ORIGIN_SETTING),
+        skip_own=sql.SQL(SKIP_OWN_WRITE),
         insert=insert,
         tbl=tbl,
         new_key=_key_array("NEW", key),
@@ -242,11 +293,12 @@ END
     return [
         sql.SQL(
             "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql "
-            "SET search_path = pg_catalog, pg_temp {pinned} AS {body}"
+            "SECURITY DEFINER SET search_path = pg_catalog, pg_temp {pinned} AS {body}"
         ).format(fn=fn, pinned=_pinned(entry.key_types, referrers), body=sql.Literal(body.as_string())),
-        sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER_ROW), target),
-        sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER_UPDATE), target),
-        sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER_TRUNCATE), target),
+        *(
+            sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(name), target)
+            for name in (TRIGGER_ROW, TRIGGER_UPDATE, TRIGGER_TRUNCATE, TRIGGER_TRUNCATE_BEGIN)
+        ),
         sql.SQL("CREATE TRIGGER {name} AFTER INSERT OR DELETE ON {target} FOR EACH ROW EXECUTE FUNCTION {fn}()").format(
             name=sql.Identifier(TRIGGER_ROW), target=target, fn=fn
         ),
@@ -264,20 +316,109 @@ END
             "CREATE TRIGGER {name} AFTER TRUNCATE ON {target} FOR EACH STATEMENT "
             "EXECUTE FUNCTION pg2neo.capture_truncate()"
         ).format(name=sql.Identifier(TRIGGER_TRUNCATE), target=target),
+        *_always(target, (TRIGGER_ROW, TRIGGER_UPDATE, TRIGGER_TRUNCATE)),
     ]
+
+
+def _always(target: sql.Composable, names: tuple[str, ...]) -> list[sql.Composable]:
+    """Fire also in sessions with session_replication_role = replica (pg_restore, logical-replication apply).
+
+    On a partitioned table this reaches the row triggers PostgreSQL cloned onto its partitions, and partitions
+    created or attached later inherit it (checked on PostgreSQL 15).
+    """
+    return [sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(target, sql.Identifier(name)) for name in names]
+
+
+def partition_function_name(table: str) -> sql.Identifier:
+    name = table.split(".", 1)[1]
+    return sql.Identifier(SCHEMA, f"capture_part_{name[:35]}_{_ident_suffix(table)}")
+
+
+def partition_statements(entry: NodeTable | JoinTable, partitions: tuple[tuple[str, str], ...]) -> list[sql.Composable]:
+    """TRUNCATE capture for a mapped partitioned table and each of its partitions (`(schema, name)`, any depth).
+
+    PostgreSQL clones row triggers onto partitions but not statement triggers, and TRUNCATE of a partition does not
+    fire the parent's. Each partition gets a BEFORE TRUNCATE trigger that queues a delete for every row it holds
+    (the applier re-reads each key and, finding no row, deletes the node). When a whole table is truncated its
+    partitions' triggers fire too; the ancestor's BEFORE trigger marks the statement in `pg2neo.truncating`, so they
+    queue nothing and the ancestor's one TRUNCATE event stands for all of them.
+    """
+    fn = partition_function_name(entry.table)
+    target = sql.Identifier(entry.schema, entry.name)
+    keys = sql.SQL(", ").join(sql.SQL("r.{}::text").format(sql.Identifier(c)) for c in entry.key_columns)
+    queue_rows = sql.SQL("INSERT INTO pg2neo.changes (tbl, op, key) SELECT $1, 'D', ARRAY[{}] FROM ").format(keys)
+    body = sql.SQL(
+        """
+BEGIN{skip_own}
+    IF NOT EXISTS (
+        SELECT 1 FROM pg2neo.truncating m JOIN pg_partition_ancestors(TG_RELID) a ON a.relid = m.relid
+        WHERE m.txid = pg_current_xact_id()
+    ) THEN
+        EXECUTE {queue_rows} || TG_RELID::regclass::text || ' AS r' USING {tbl};
+    END IF;
+    INSERT INTO pg2neo.truncating (txid, relid) VALUES (pg_current_xact_id(), TG_RELID) ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END
+"""
+    ).format(
+        skip_own=sql.SQL(SKIP_OWN_WRITE),
+        queue_rows=sql.Literal(queue_rows.as_string()),
+        tbl=sql.Literal(entry.table),
+    )
+    statements: list[sql.Composable] = [
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql "
+            "SECURITY DEFINER SET search_path = pg_catalog, pg_temp {pinned} AS {body}"
+        ).format(fn=fn, pinned=_pinned(entry.key_types, ()), body=sql.Literal(body.as_string())),
+        sql.SQL(
+            "CREATE TRIGGER {name} BEFORE TRUNCATE ON {target} FOR EACH STATEMENT "
+            "EXECUTE FUNCTION pg2neo.capture_truncate_begin()"
+        ).format(name=sql.Identifier(TRIGGER_TRUNCATE_BEGIN), target=target),
+        *_always(target, (TRIGGER_TRUNCATE_BEGIN,)),
+    ]
+    for schema, name in partitions:
+        part = sql.Identifier(schema, name)
+        statements += [
+            sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER_TRUNCATE), part),
+            sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER_TRUNCATE_END), part),
+            sql.SQL(
+                "CREATE TRIGGER {name} BEFORE TRUNCATE ON {part} FOR EACH STATEMENT EXECUTE FUNCTION {fn}()"
+            ).format(name=sql.Identifier(TRIGGER_TRUNCATE), part=part, fn=fn),
+            sql.SQL(
+                "CREATE TRIGGER {name} AFTER TRUNCATE ON {part} FOR EACH STATEMENT "
+                "EXECUTE FUNCTION pg2neo.capture_truncate_end()"
+            ).format(name=sql.Identifier(TRIGGER_TRUNCATE_END), part=part),
+            *_always(part, (TRIGGER_TRUNCATE, TRIGGER_TRUNCATE_END)),
+        ]
+    return statements
 
 
 TRUNCATE_FUNCTION = """
 CREATE OR REPLACE FUNCTION pg2neo.capture_truncate() RETURNS trigger LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF current_setting('pg2neo.origin', true) IS DISTINCT FROM 'pg2neo' THEN
-        INSERT INTO pg2neo.changes (tbl, op, key) VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, 'T', NULL);
-    END IF;
+    DELETE FROM pg2neo.truncating WHERE txid = pg_current_xact_id();{skip_own}
+    INSERT INTO pg2neo.changes (tbl, op, key) VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, 'T', NULL);
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION pg2neo.capture_truncate_begin() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO pg2neo.truncating (txid, relid) VALUES (pg_current_xact_id(), TG_RELID) ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION pg2neo.capture_truncate_end() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM pg2neo.truncating WHERE txid = pg_current_xact_id();
     RETURN NULL;
 END $$
-"""
+""".replace("{skip_own}", SKIP_OWN_WRITE)
 
+# Triggers on the application's tables that call a pg2neo function; clones on partitions come and go with their
+# parent's trigger (PostgreSQL refuses to drop them alone), so only the originals are listed.
 INSTALLED_TRIGGERS = """
 SELECT n.nspname, c.relname, t.tgname
 FROM pg_trigger t
@@ -285,15 +426,76 @@ JOIN pg_class c ON c.oid = t.tgrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_proc p ON p.oid = t.tgfoid
 JOIN pg_namespace pn ON pn.oid = p.pronamespace
-WHERE pn.nspname = 'pg2neo' AND NOT t.tgisinternal
+WHERE pn.nspname = 'pg2neo' AND n.nspname <> 'pg2neo' AND NOT t.tgisinternal AND t.tgparentid = 0
+"""
+
+# A mapped table's kind, and its partitions at every depth (none unless it is a partitioned table).
+PARTITIONS = """
+SELECT c.relkind = 'p', coalesce(array_agg(ARRAY[pn.nspname::text, pc.relname::text] ORDER BY t.level, pc.oid)
+                                  FILTER (WHERE t.level > 0), '{}')
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN LATERAL pg_partition_tree(c.oid) AS t
+JOIN pg_class pc ON pc.oid = t.relid
+JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+WHERE n.nspname = %s AND c.relname = %s
+GROUP BY c.relkind
 """
 
 
-def install_statements(mapping: Mapping) -> list[sql.Composable]:
+def install_statements(
+    mapping: Mapping,
+    partitioned: frozenset[str] = frozenset(),
+    partitions: dict[str, tuple[tuple[str, str], ...]] | None = None,
+) -> list[sql.Composable]:
+    """Everything `init` runs in PostgreSQL. `partitioned`: the mapped tables that are partitioned tables;
+    `partitions`: their partitions (any depth) as (schema, name)."""
     statements: list[sql.Composable] = [sql.SQL(SCHEMA_SQL), sql.SQL(TRUNCATE_FUNCTION)]
     for entry in mapping.entries:
         statements += table_statements(entry, referrers(mapping, entry.table))
+        if entry.table in partitioned:
+            statements += partition_statements(entry, (partitions or {}).get(entry.table, ()))
+    # Trigger functions need no EXECUTE privilege to fire; nobody has a reason to call them otherwise.
+    statements.append(sql.SQL("REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pg2neo FROM PUBLIC"))
     return statements
+
+
+def service_grant_statements(role: str, mapping: Mapping) -> list[sql.Composable]:
+    """What a role needs to run `pg2neo run`, `snapshot`, `verify`, `status`, `dlq`, `reconcile --policy pg-wins`.
+
+    Read access to the mapped tables; read/write on pg2neo's own tables except the two only the capture functions
+    write; `own_writes` INSERT for neo4j-wins repairs (which also need INSERT/UPDATE/DELETE on the mapped tables:
+    not granted here, see docs/operations.md). No privilege to create anything.
+    """
+    who = sql.Identifier(role)
+    function_only = sql.SQL(", ").join(sql.Identifier(SCHEMA, t) for t in _FUNCTION_ONLY_TABLES)
+    statements: list[sql.Composable] = [
+        sql.SQL("GRANT USAGE ON SCHEMA pg2neo TO {}").format(who),
+        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA pg2neo TO {}").format(who),
+        sql.SQL("REVOKE ALL ON {} FROM {}").format(function_only, who),
+        sql.SQL("GRANT INSERT ON pg2neo.own_writes TO {}").format(who),
+        sql.SQL("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA pg2neo TO {}").format(who),
+        # Tables a later `pg2neo init` (or the installing role) adds to the schema are granted as they are made.
+        sql.SQL(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA pg2neo GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {}"
+        ).format(who),
+        sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA pg2neo GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {}").format(who),
+    ]
+    for schema in sorted({entry.schema for entry in mapping.entries}):
+        statements.append(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), who))
+    tables = sql.SQL(", ").join(sql.Identifier(entry.schema, entry.name) for entry in mapping.entries)
+    statements.append(sql.SQL("GRANT SELECT ON {} TO {}").format(tables, who))
+    return statements
+
+
+def mark_own_write(conn: psycopg.Connection[Any]) -> None:
+    """Make the rest of the current transaction a write by pg2neo itself: the capture triggers do not queue it.
+
+    Call inside a transaction, before the writes. Needs INSERT on `pg2neo.own_writes` (the installing role and the
+    service roles `init` granted); the setting alone, which any role can set, skips nothing.
+    """
+    conn.execute("SET LOCAL pg2neo.origin = 'pg2neo'")
+    conn.execute("INSERT INTO pg2neo.own_writes (txid) VALUES (pg_current_xact_id()) ON CONFLICT DO NOTHING")
 
 
 def drop_trigger_statements(installed: list[tuple[str, ...]]) -> list[sql.Composed]:

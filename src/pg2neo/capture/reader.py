@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
+from psycopg.types.datetime import DateLoader, TimeLoader, TimestampLoader, TimestamptzLoader, TimetzLoader
 
 from pg2neo.mapping.convert import OutOfRange
 from pg2neo.mapping.plan import Column, Endpoint, ForeignKeyRel, JoinTable, Mapping, NodeTable, SelectAs
@@ -32,6 +32,8 @@ _LENIENT = {
     "date": _lenient(DateLoader),
     "timestamp": _lenient(TimestampLoader),
     "timestamptz": _lenient(TimestamptzLoader),
+    "time": _lenient(TimeLoader),  # 24:00:00 is a PostgreSQL time, not a Python one
+    "timetz": _lenient(TimetzLoader),
 }
 
 
@@ -155,6 +157,22 @@ def page_query(mapping: Mapping, entry: NodeTable | JoinTable, after: bool) -> s
         fields=sql.SQL(", ").join(fields),
         table=sql.Identifier(entry.schema, entry.name),
         joins=sql.SQL(" ").join(joins.clauses),
+        where=where,
+        cols=cols,
+    )
+
+
+def page_keys_query(entry: NodeTable | JoinTable, after: bool) -> sql.Composed:
+    """The keys alone of the page `page_query` reads (same parameters): used when a row of the page cannot be read,
+    to read the page's rows by key and isolate the bad one."""
+    cols = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in entry.key_columns)
+    where: sql.Composable = sql.SQL("")
+    if after:
+        values = sql.SQL(", ").join(sql.SQL("%s::{}").format(sql.SQL(t)) for t in entry.key_types)
+        where = sql.SQL("WHERE ({}) > ({})").format(cols, values)
+    return sql.SQL("SELECT {key} FROM {table} AS t {where} ORDER BY {cols} LIMIT %s").format(
+        key=_key_text("t", entry.key_columns),
+        table=sql.Identifier(entry.schema, entry.name),
         where=where,
         cols=cols,
     )

@@ -46,7 +46,7 @@ from pg2neo.coordinate.protocol import (
     check_prepared_enabled,
     new_gid,
 )
-from pg2neo.errors import CoordinateError
+from pg2neo.errors import CoordinateError, EpochBehind
 from pg2neo.logs import event, get_logger
 from pg2neo.mapping.ops import BatchBuilder, GraphBatch
 from pg2neo.mapping.plan import Mapping
@@ -260,20 +260,31 @@ class StrictCoordinator:
             if not self._marker_schema:  # recovery's veto relies on it; a schema change runs in its own transaction
                 session.run(MARKER_CONSTRAINT).consume()
                 self._marker_schema = True
-            ntx = session.begin_transaction(timeout=max(deadline - time.monotonic(), 1.0))
-            try:
-                ntx.run(MARKER_CREATE, gid=gid, epoch=epoch).consume()
-                # the same Cypher as the applier; an explicit transaction offers the same run() as a managed one
-                self.writer._work(
-                    cast(ManagedTransaction, ntx),
-                    batch,
-                    epoch,
-                    dt.datetime.now(dt.UTC),
-                    None,
-                )
-            except BaseException:
-                ntx.close()
-                raise
+            while True:
+                ntx = session.begin_transaction(timeout=max(deadline - time.monotonic(), 1.0))
+                try:
+                    ntx.run(MARKER_CREATE, gid=gid, epoch=epoch).consume()
+                    # the same Cypher as the applier; an explicit transaction offers the same run() as a managed one
+                    self.writer._work(
+                        cast(ManagedTransaction, ntx),
+                        batch,
+                        epoch,
+                        dt.datetime.now(dt.UTC),
+                        None,
+                    )
+                    break
+                except EpochBehind as behind:
+                    # the graph has seen newer epochs (reinstall, restore, a second source): move the sequence past
+                    # them, still under the apply lock this transaction holds, and write again
+                    ntx.close()
+                    row = conn.execute(
+                        "SELECT setval('pg2neo.epoch', %s), nextval('pg2neo.epoch')", (behind.high,)
+                    ).fetchone()
+                    assert row is not None
+                    epoch = int(row[1])
+                except BaseException:
+                    ntx.close()
+                    raise
         except (Neo4jError, DriverError, OSError) as exc:
             self._rollback(conn, gid, "neo4j", prepared=False)
             raise StrictCommitFailed(

@@ -7,6 +7,7 @@ to the dead-letter table instead of being dropped or silently altered.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Callable
 from decimal import Decimal
@@ -64,8 +65,61 @@ def parse_iso_interval(text: str) -> Duration:
     )
 
 
-def _numeric(value: Decimal) -> float:
-    return float(value)
+def _numeric_for(column: str) -> Callable[[Decimal], float]:
+    def convert(value: Decimal) -> float:
+        number = float(value)
+        if math.isinf(number) and value.is_finite():
+            # float() rounds 1e400 to Infinity without a word: a different value, so refuse it
+            raise UnstorableValue(
+                column,
+                f"the value {value} is beyond the range of a Neo4j Float; map the column with "
+                f"`types: {{{column}: string}}` to store its exact text",
+            )
+        return number
+
+    return convert
+
+
+class _FixedOffset(dt.tzinfo):
+    """A fixed UTC offset whose `utcoffset` accepts a `time` as well as a datetime.
+
+    The Neo4j driver packs a `datetime.time` with `value.tzinfo.utcoffset(value)`, which `datetime.timezone`
+    refuses for a time (TypeError): a `timetz` value stopped the whole batch."""
+
+    __slots__ = ("_offset",)
+
+    def __init__(self, offset: dt.timedelta) -> None:
+        self._offset = offset
+
+    def utcoffset(self, _: object) -> dt.timedelta:
+        return self._offset
+
+    def dst(self, _: object) -> dt.timedelta:
+        return dt.timedelta(0)
+
+    def tzname(self, _: object) -> str:
+        return str(dt.timezone(self._offset))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _FixedOffset) and other._offset == self._offset
+
+    def __hash__(self) -> int:
+        return hash(self._offset)
+
+    def __repr__(self) -> str:
+        return f"_FixedOffset({self._offset!r})"
+
+
+def _timetz(column: str) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        if isinstance(value, OutOfRange):
+            return _temporal(column)(value)
+        offset = value.utcoffset() if isinstance(value, dt.time) else None
+        if offset is None:
+            return value
+        return value.replace(tzinfo=_FixedOffset(offset))
+
+    return convert
 
 
 def _passthrough(value: Any) -> Any:
@@ -87,7 +141,7 @@ def _temporal(column: str) -> Callable[[Any], Any]:
 
 def _element(kind: ValueKind | None, column: str) -> Callable[[Any], Any]:
     if kind is ValueKind.NUMERIC:
-        return _numeric
+        return _numeric_for(column)
     if kind is ValueKind.UUID:
         return str
     if kind in (ValueKind.DATE, ValueKind.TIMESTAMP, ValueKind.TIMESTAMPTZ):
@@ -99,14 +153,16 @@ def converter(column: Column) -> Callable[[Any], Any]:
     """The function that turns this column's non-NULL values into Neo4j values."""
     kind = column.kind
     if kind is ValueKind.NUMERIC:
-        return _numeric
+        return _numeric_for(column.name)
     if kind is ValueKind.UUID:
         return str
     if kind is ValueKind.BYTES:
         return bytes
     if kind is ValueKind.INTERVAL:
         return parse_iso_interval
-    if kind in (ValueKind.DATE, ValueKind.TIMESTAMP, ValueKind.TIMESTAMPTZ, ValueKind.TIME, ValueKind.TIMETZ):
+    if kind is ValueKind.TIMETZ:
+        return _timetz(column.name)
+    if kind in (ValueKind.DATE, ValueKind.TIMESTAMP, ValueKind.TIMESTAMPTZ, ValueKind.TIME):
         return _temporal(column.name)
     if kind is ValueKind.ARRAY:
         element = _element(column.element_kind, column.name)
@@ -134,16 +190,40 @@ def converter(column: Column) -> Callable[[Any], Any]:
     return _passthrough
 
 
+class UnstorableRow(ValueError):
+    """Every column of one row that cannot be converted (a dead letter names them all, not only the first)."""
+
+    def __init__(self, failures: list[UnstorableValue]) -> None:
+        super().__init__("; ".join(str(f) for f in failures))
+        self.failures = failures
+
+
+def unstorable(column: str, exc: Exception) -> UnstorableValue:
+    """Any failure to convert one value, as an `UnstorableValue` naming the column (a bug in a converter, or a
+    value shape nobody foresaw, must isolate its row, not stop the batch)."""
+    if isinstance(exc, UnstorableValue):
+        return exc
+    return UnstorableValue(column, f"the value cannot be converted ({type(exc).__name__}: {exc})")
+
+
 def row_converter(columns: tuple[Column, ...]) -> Callable[[tuple[Any, ...]], dict[str, Any]]:
-    """Build the function that turns one selected row (in `columns` order) into a property map; NULL omits it."""
-    plan = [(index, column.prop, converter(column)) for index, column in enumerate(columns)]
+    """Build the function that turns one selected row (in `columns` order) into a property map; NULL omits it.
+
+    Raises `UnstorableRow` naming every column whose value cannot be converted."""
+    plan = [(index, column.prop, column.name, converter(column)) for index, column in enumerate(columns)]
 
     def convert(row: tuple[Any, ...]) -> dict[str, Any]:
         props: dict[str, Any] = {}
-        for index, prop, fn in plan:
+        failures: list[UnstorableValue] = []
+        for index, prop, name, fn in plan:
             value = row[index]
             if value is not None:
-                props[prop] = fn(value)
+                try:
+                    props[prop] = fn(value)
+                except Exception as exc:  # every failure is this row's, named by its column
+                    failures.append(unstorable(name, exc))
+        if failures:
+            raise UnstorableRow(failures)
         return props
 
     return convert
@@ -162,8 +242,10 @@ def key_from_text(column: Column, text: str) -> Any:
     try:
         if kind is ValueKind.INT:
             return int(text)
-        if kind in (ValueKind.FLOAT, ValueKind.NUMERIC):
+        if kind is ValueKind.FLOAT:
             return float(text)
+        if kind is ValueKind.NUMERIC:
+            return _numeric_for(column.name)(Decimal(text))
         if kind is ValueKind.BOOL:
             return text == "true"
         if kind is ValueKind.BYTES:
@@ -172,11 +254,15 @@ def key_from_text(column: Column, text: str) -> Any:
             return dt.date.fromisoformat(text)
         if kind in (ValueKind.TIMESTAMP, ValueKind.TIMESTAMPTZ):
             return dt.datetime.fromisoformat(text)
-        if kind in (ValueKind.TIME, ValueKind.TIMETZ):
+        if kind is ValueKind.TIME:
             return dt.time.fromisoformat(text)
+        if kind is ValueKind.TIMETZ:
+            return _timetz(column.name)(dt.time.fromisoformat(text))
         if kind is ValueKind.INTERVAL:
             return parse_iso_interval(text)
-    except ValueError as exc:
+    except UnstorableValue:
+        raise
+    except (ValueError, ArithmeticError) as exc:
         raise UnstorableValue(column.name, f"the key {text!r} has no Neo4j equivalent ({exc})") from exc
     if column.type_name == "character":
         return text.ljust(1)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pg2neo.mapping.convert import UnstorableValue, converter, key_from_text, row_converter
+from pg2neo.mapping.convert import UnstorableRow, UnstorableValue, converter, key_from_text, row_converter
 from pg2neo.mapping.plan import JoinTable, Mapping, NodeTable
 from pg2neo.reconcile.hashing import HASH_PROP, props_hash_hex
 
@@ -97,6 +97,8 @@ class BatchBuilder:
         return GraphBatch()
 
     def add_rows(self, batch: GraphBatch, entry: NodeTable | JoinTable, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Map rows to writes. A row that fails anywhere on the way (conversion, its links' keys, its hash) becomes
+        a `RowFailure` naming every bad column, whatever the exception: one row never stops its batch."""
         convert, targets = self._node_plans[entry.table]
         width = len(entry.columns)
         for row in rows:
@@ -110,22 +112,22 @@ class BatchBuilder:
                     part = row[at : at + size]
                     at += size
                     links.append(None if any(v is None for v in part) else key_convert(part))
-            except UnstorableValue as exc:
-                batch.failures.append(RowFailure(entry.table, key, str(exc), _payload(entry, values)))
-                continue
-            if isinstance(entry, NodeTable):
-                self._node_upsert(batch, entry, props, links)
-            else:
-                self._join_upsert(batch, entry, key, props, links)
+                if isinstance(entry, NodeTable):
+                    self._node_upsert(batch, entry, props, links)
+                else:
+                    self._join_upsert(batch, entry, key, props, links)
+            except Exception as exc:  # isolated to this row, with its reason
+                batch.failures.append(RowFailure(entry.table, key, _reason(exc), row_payload(entry, values)))
 
     def _node_upsert(
         self, batch: GraphBatch, entry: NodeTable, props: dict[str, Any], links: list[list[Any] | None]
     ) -> None:
+        node_key = [props[p] for p in entry.key_props]
+        upsert = {"k": node_key, "p": {**props, HASH_PROP: props_hash_hex(props)}}
         writes = batch.nodes.get(entry.table)
         if writes is None:
             writes = batch.nodes[entry.table] = NodeWrites(entry, links=[[] for _ in entry.fk_rels])
-        node_key = [props[p] for p in entry.key_props]
-        writes.upserts.append({"k": node_key, "p": {**props, HASH_PROP: props_hash_hex(props)}})
+        writes.upserts.append(upsert)
         for index, target in enumerate(links):
             writes.links[index].append({"k": node_key, "t": target})
 
@@ -161,8 +163,17 @@ class BatchBuilder:
             node_writes = batch.nodes[entry.table] = NodeWrites(entry, links=[[] for _ in entry.fk_rels])
         key_columns = entry.key_column_objs
         for key in keys:
-            node_writes.deletes.append([key_from_text(c, t) for c, t in zip(key_columns, key, strict=True)])
+            try:
+                node_writes.deletes.append([key_from_text(c, t) for c, t in zip(key_columns, key, strict=True)])
+            except Exception as exc:  # a key that cannot be converted is this key's dead letter
+                batch.failures.append(RowFailure(entry.table, key, _reason(exc), {}))
 
 
-def _payload(entry: NodeTable | JoinTable, values: tuple[Any, ...]) -> dict[str, Any]:
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, UnstorableRow | UnstorableValue):
+        return str(exc)
+    return f"the row cannot be mapped ({type(exc).__name__}: {exc})"
+
+
+def row_payload(entry: NodeTable | JoinTable, values: tuple[Any, ...]) -> dict[str, Any]:
     return {c.name: (None if v is None else str(v)[:10_000]) for c, v in zip(entry.columns, values, strict=True)}

@@ -32,7 +32,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS conflicts_open ON pg2neo.conflicts (scope, ide
 
 
 def ensure_conflicts_table(conn: psycopg.Connection[Any]) -> None:
-    conn.execute(CONFLICTS_DDL)
+    # `init` creates it; CREATE ... IF NOT EXISTS would still need CREATE on the schema, which a least-privilege
+    # service role does not have
+    row = conn.execute("SELECT to_regclass('pg2neo.conflicts') IS NOT NULL").fetchone()
+    if row is None or not row[0]:
+        conn.execute(CONFLICTS_DDL)
 
 
 def _jsonable(props: dict[str, Any] | None) -> Any:

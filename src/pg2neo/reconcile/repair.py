@@ -23,6 +23,7 @@ from neo4j.time import Date, DateTime, Duration, Time
 from psycopg import sql
 
 from pg2neo.apply.cypher import q
+from pg2neo.capture.outbox_sql import mark_own_write
 from pg2neo.capture.reader import by_keys_query, prepare_connection
 from pg2neo.errors import ReconcileError
 from pg2neo.mapping.convert import key_from_text
@@ -30,7 +31,7 @@ from pg2neo.mapping.ops import BatchBuilder
 from pg2neo.mapping.plan import Column, JoinTable, Mapping, NodeTable
 from pg2neo.reconcile.conflicts import get_conflict, record_conflicts
 from pg2neo.reconcile.hashing import user_props
-from pg2neo.reconcile.verify import Drift, Scope, scopes_of
+from pg2neo.reconcile.verify import Drift, Scope, scopes_of, verify
 
 Decision = str | None  # "pg" | "neo4j" | None
 Decider = Callable[["Conflict"], Decision]
@@ -458,7 +459,7 @@ def apply_decisions(
                     continue  # re-pointed: the extra one already set the column
                 try:
                     with conn.transaction():
-                        conn.execute("SET LOCAL pg2neo.origin = 'pg2neo'")
+                        mark_own_write(conn)
                         _write_pg(conn, mapping, c)
                 except psycopg.Error as exc:
                     errors.append(f"{c.drift.scope} {list(c.drift.identity)}: {str(exc).strip()}")
@@ -530,7 +531,27 @@ def reconcile(
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             result.conflicts_recorded = record_conflicts(conn, conflicts)
         return result
-    result.to_neo4j, result.to_pg, result.errors = apply_decisions(
-        pg_dsn, driver, mapping, [c for c in conflicts if c.decision], drain, database
-    )
+    decided = [c for c in conflicts if c.decision]
+    result.to_neo4j, result.to_pg, result.errors = apply_decisions(pg_dsn, driver, mapping, decided, drain, database)
+    result.errors += unsettled(pg_dsn, driver, mapping, decided, database)
     return result
+
+
+def unsettled(
+    pg_dsn: str, driver: Driver, mapping: Mapping, decided: list[Conflict], database: str = "neo4j"
+) -> list[str]:
+    """The decided items that still differ once the repair ran: a repair that did not take effect (a write the
+    graph refused, a row changed meanwhile) is reported, never counted as done."""
+    if not decided:
+        return []
+    left = {(d.scope, d.identity): d.kind for d in verify(pg_dsn, driver, mapping, database).drifts}
+    errors = []
+    for c in decided:
+        kind = left.get((c.drift.scope, c.drift.identity))
+        if kind is not None:
+            errors.append(
+                f"{c.drift.scope} {list(c.drift.identity)}: still {kind} after the repair; it did not take effect "
+                "(see the service log for `version_guard_refused`), or the row changed meanwhile: run "
+                "`pg2neo verify` again"
+            )
+    return errors

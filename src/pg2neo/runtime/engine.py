@@ -8,16 +8,25 @@ in the same PostgreSQL transaction. So:
 - reads and writes are serialised with every other applier (a second `run`, `snapshot`), so Neo4j only ever moves
   forward to a newer committed state, and a late event re-reads the row instead of replaying an old image.
 
-A permanent Neo4j error (a `ClientError`: a value Neo4j refuses, a violated constraint) never blocks the queue:
-the batch is bisected by key, each half re-built from the rows already read and written as its own Neo4j
-transaction (all inside the one PostgreSQL transaction), until the offending rows are isolated. Only they go to
+One row never stops the queue, whatever fails for it (`runtime/failures.py` tells data failures from server
+failures): a value the mapping cannot convert is a dead letter at once; a write Neo4j refuses for any reason that may
+be the data's (a `ClientError`, a `DatabaseError` such as a key too large to index, a value the driver cannot pack) is
+bisected by key, each half re-built from the rows already read and written as its own Neo4j transaction (all inside
+the one PostgreSQL transaction), until the offending rows are alone; a lone row is a dead letter only if a probe
+write then succeeds (otherwise the servers are at fault and the batch is retried). A row PostgreSQL cannot produce
+(a data exception in the read) is found the same way, each read in a savepoint. Only the offending rows go to
 `pg2neo.dead_letters`; the rest lands and every event is acked. A key that is applied cleanly later (the row was
 fixed, or `pg2neo dlq retry`) loses its dead letter in the same transaction.
+
+Epochs come from `pg2neo.epoch`; the writer claims each one against the graph's highest epoch first, and when the
+sequence is behind (reinstall, restore, a reset, a second source) the engine moves it past the graph's and writes
+again, so that the version guards never refuse a newer PostgreSQL state.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -30,15 +39,15 @@ from typing import Any
 
 import psycopg
 from neo4j import Driver
-from neo4j.exceptions import AuthError, ClientError, Forbidden
 
 from pg2neo.apply.writer import GraphWriter
 from pg2neo.capture.outbox_sql import APPLY_LOCK_KEY
-from pg2neo.capture.reader import by_keys_query, page_query, prepare_connection
-from pg2neo.errors import SchemaDriftError
+from pg2neo.capture.reader import by_keys_query, page_keys_query, page_query, prepare_connection
+from pg2neo.errors import EpochBehind, SchemaDriftError
 from pg2neo.logs import event, get_logger
-from pg2neo.mapping.ops import BatchBuilder, GraphBatch, RowFailure, _payload
+from pg2neo.mapping.ops import BatchBuilder, GraphBatch, RowFailure, row_payload
 from pg2neo.mapping.plan import JoinTable, Mapping, NodeTable
+from pg2neo.runtime.failures import about_the_data
 from pg2neo.settings import ApplySettings
 
 log = get_logger("engine")
@@ -84,6 +93,7 @@ class SnapshotPage:
     last_key: list[str] | None
     full: bool
     read_seconds: float
+    unreadable: list[DeadLetter] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -92,12 +102,14 @@ class DeadLetter:
     error_class: str
 
 
+@dataclass
+class Epoch:
+    """A batch's epoch; moved forward when the graph has seen a newer one (see `Engine._write`)."""
+
+    value: int
+
+
 UNSTORABLE = "UnstorableValue"
-
-
-def rejected_by_neo4j(exc: BaseException) -> bool:
-    """A Neo4j error caused by the data written (constraint, value, type): retrying the same rows cannot help."""
-    return isinstance(exc, ClientError) and not isinstance(exc, AuthError | Forbidden)
 
 
 class Engine:
@@ -166,7 +178,7 @@ class Engine:
             return self._truncate(conn, events[0], started)
         cut = next((i for i, e in enumerate(events) if e.op == "T"), len(events))
         events = events[:cut]
-        epoch = int(conn.execute("SELECT nextval('pg2neo.epoch')").fetchone()[0])  # type: ignore[index]
+        epoch = Epoch(_next_epoch(conn))
 
         by_table: dict[str, dict[tuple[str, ...], None]] = {}
         for e in events:
@@ -188,10 +200,10 @@ class Engine:
                 if taken and payload_bytes >= self.settings.batch_bytes:
                     break  # bounded in bytes: the other keys' events stay queued for the next batch
                 part = wanted[at : at + READ_SLICE]
-                payload_bytes += self._read_keys(conn, reads, entry, part)
+                payload_bytes += self._read_keys(conn, reads, unmapped, entry, part)
                 taken.update((table, k) for k in part)
         events = [e for e in events if (e.table, e.key) in taken]
-        batch, dead = self._write_isolating(reads, epoch, ("outbox", events[-1].seq))
+        batch, dead, refused = self._write_isolating(reads, epoch, ("outbox", events[-1].seq))
         dead += unmapped
         self._fault_point()
         self._dead_letter(conn, dead, events)
@@ -200,6 +212,7 @@ class Engine:
         counts = batch.counts()
         if dead:
             counts["dead_letters"] = len(dead)
+        _note_refused(counts, refused)
         result = BatchResult(
             "changes",
             len(events),
@@ -209,7 +222,7 @@ class Engine:
             last_seq=events[-1].seq,
             dead_letters=len(dead),
         )
-        self._audit(conn, result, epoch)
+        self._audit(conn, result, epoch.value)
         return result
 
     def _build(self, reads: list[ReadRow]) -> GraphBatch:
@@ -232,35 +245,68 @@ class Engine:
     def _write_isolating(
         self,
         reads: list[ReadRow],
-        epoch: int,
+        epoch: Epoch,
         checkpoint: tuple[str, int] | None,
         built: GraphBatch | None = None,
-    ) -> tuple[GraphBatch, list[DeadLetter]]:
-        """Write the keys in one Neo4j transaction; if Neo4j rejects the data, bisect until the bad keys are alone.
+    ) -> tuple[GraphBatch, list[DeadLetter], dict[str, int]]:
+        """Write the keys in one Neo4j transaction; if the write fails in a way the data may cause, bisect until the
+        bad keys are alone.
 
-        Returns what was written (merged over the halves) and the dead letters: rows that cannot be converted
-        and single keys that Neo4j refused. `built` is `reads` already mapped, if the caller has it.
+        Returns what was written (merged over the halves), the dead letters (rows that cannot be converted and single
+        keys whose write failed while the servers were fine) and the rows the version guards refused. `built` is
+        `reads` already mapped, if the caller has it.
         """
         batch = built if built is not None else self._build(reads)
         try:
-            if not batch.empty() or checkpoint is not None:
-                self.writer.write(batch, epoch, checkpoint)
+            refused = self._write(batch, epoch, checkpoint) if not batch.empty() or checkpoint is not None else {}
         except Exception as exc:
-            if not rejected_by_neo4j(exc):
+            if not reads or not about_the_data(exc):
                 raise
             if len(reads) == 1:
-                read = reads[0]
-                code = getattr(exc, "code", None) or type(exc).__name__
-                message = getattr(exc, "message", None) or str(exc)
-                payload = {} if read.row is None else _payload(read.entry, read.row[1 : 1 + len(read.entry.columns)])
-                failure = RowFailure(read.entry.table, read.key, f"Neo4j refused the row: {code}: {message}", payload)
-                event(log, "neo4j_rejected_row", table=read.entry.table, key=list(read.key), code=code)
-                return self.builder.new_batch(), [DeadLetter(failure, type(exc).__name__)]
+                return self.builder.new_batch(), [self._refused_row(reads[0], exc)], {}
             mid = len(reads) // 2
-            first, dead = self._write_isolating(reads[:mid], epoch, checkpoint)
-            second, more = self._write_isolating(reads[mid:], epoch, checkpoint)
-            return _merged(first, second), dead + more
-        return batch, [DeadLetter(f, UNSTORABLE) for f in batch.failures]
+            first, dead, refused = self._write_isolating(reads[:mid], epoch, checkpoint)
+            second, more, refused_more = self._write_isolating(reads[mid:], epoch, checkpoint)
+            for name, count in refused_more.items():
+                refused[name] = refused.get(name, 0) + count
+            return _merged(first, second), dead + more, refused
+        return batch, [DeadLetter(f, UNSTORABLE) for f in batch.failures], refused
+
+    def _refused_row(self, read: ReadRow, exc: Exception) -> DeadLetter:
+        """One key whose write failed: a dead letter if the servers take a write without it, else the failure stands."""
+        try:
+            self.writer.probe()
+        except Exception as probe_failure:
+            raise exc from probe_failure
+        code = getattr(exc, "code", None) or type(exc).__name__
+        message = getattr(exc, "message", None) or str(exc)
+        payload = {} if read.row is None else row_payload(read.entry, read.row[1 : 1 + len(read.entry.columns)])
+        failure = RowFailure(read.entry.table, read.key, f"Neo4j refused the row: {code}: {message}", payload)
+        event(log, "neo4j_rejected_row", table=read.entry.table, key=list(read.key), code=code)
+        return DeadLetter(failure, type(exc).__name__)
+
+    def _write(self, batch: GraphBatch, epoch: Epoch, checkpoint: tuple[str, int] | None) -> dict[str, int]:
+        """Write with the batch's epoch; when the graph has seen a newer epoch, move `pg2neo.epoch` past it and write
+        again with a new one (still under the apply lock, so epochs keep the order of the reads)."""
+        while True:
+            try:
+                return self.writer.write(batch, epoch.value, checkpoint)
+            except EpochBehind as behind:
+                epoch.value = self.advance_epoch(behind.high)
+
+    def advance_epoch(self, high: int) -> int:
+        """Move `pg2neo.epoch` past the graph's highest epoch; returns the next epoch (non-transactional)."""
+        row = self.conn.execute("SELECT setval('pg2neo.epoch', %s), nextval('pg2neo.epoch')", (high,)).fetchone()
+        assert row is not None
+        event(
+            log,
+            "epoch_advanced",
+            logging.WARNING,
+            graph_high=high,
+            epoch=int(row[1]),
+            why="the graph has seen newer epochs than pg2neo.epoch (reinstall, restore, reset or a second source)",
+        )
+        return int(row[1])
 
     def _fault_point(self) -> None:
         """Test-only: die between the Neo4j commit and the queue acknowledgement (settings.fault_kill_after_commit)."""
@@ -271,26 +317,45 @@ class Engine:
         self,
         conn: psycopg.Connection[Any],
         reads: list[ReadRow],
+        dead: list[DeadLetter],
         entry: NodeTable | JoinTable,
         keys: list[tuple[str, ...]],
     ) -> int:
+        """Read `keys`' current rows into `reads` (a gone row is a delete); a key PostgreSQL cannot read goes to
+        `dead`. Returns the bytes read, roughly."""
+        found, failed = self._fetch_isolating(conn, entry, keys)
+        dead += failed
+        unreadable = {d.failure.key for d in failed}
+        present = {tuple(row[0]) for row in found}
+        reads += [ReadRow(entry, tuple(row[0]), tuple(row)) for row in found]
+        reads += [ReadRow(entry, k, None) for k in keys if k not in present and k not in unreadable]
+        return sum(_approx_size(row) for row in found)
+
+    def _fetch_isolating(
+        self, conn: psycopg.Connection[Any], entry: NodeTable | JoinTable, keys: list[tuple[str, ...]]
+    ) -> tuple[list[tuple[Any, ...]], list[DeadLetter]]:
+        """The rows of `keys`, each read in a savepoint; a data exception (a value PostgreSQL cannot cast or psycopg
+        cannot load) bisects the keys until the unreadable ones are alone, and they become dead letters."""
         columns = [[k[i] for k in keys] for i in range(len(entry.key_columns))]
         try:
-            found = conn.execute(self._by_keys[entry.table], columns).fetchall()
-        except (
-            psycopg.errors.UndefinedColumn,
-            psycopg.errors.UndefinedTable,
-            psycopg.errors.CannotCoerce,
-            psycopg.errors.DatatypeMismatch,
-        ) as exc:
+            with conn.transaction():
+                return [tuple(r) for r in conn.execute(self._by_keys[entry.table], columns).fetchall()], []
+        except SCHEMA_DRIFT as exc:
             raise SchemaDriftError(
                 f"reading `{entry.table}` failed: {exc.diag.message_primary}. The table changed since "
                 "`pg2neo init`: update the mapping if needed and run `pg2neo init` again; queued changes are kept."
             ) from exc
-        present = {tuple(row[0]) for row in found}
-        reads += [ReadRow(entry, tuple(row[0]), tuple(row)) for row in found]
-        reads += [ReadRow(entry, k, None) for k in keys if k not in present]
-        return sum(_approx_size(row) for row in found)
+        except Exception as exc:
+            if not about_the_data(exc):
+                raise
+            if len(keys) == 1:
+                reason = f"PostgreSQL cannot read the row: {type(exc).__name__}: {str(exc).strip()}"
+                event(log, "unreadable_row", table=entry.table, key=list(keys[0]), error=type(exc).__name__)
+                return [], [DeadLetter(RowFailure(entry.table, keys[0], reason, {}), type(exc).__name__)]
+            mid = len(keys) // 2
+            rows, dead = self._fetch_isolating(conn, entry, keys[:mid])
+            more_rows, more_dead = self._fetch_isolating(conn, entry, keys[mid:])
+            return rows + more_rows, dead + more_dead
 
     def _truncate(self, conn: psycopg.Connection[Any], truncate: Event, started: float) -> BatchResult:
         if self.mapping.entry(truncate.table) is not None:
@@ -429,9 +494,13 @@ class Engine:
                 if ahead:  # read the next page while this one is written
                     pending = reader.submit(self._read_page, entry, last_key)
                 started = time.monotonic()
-                batch, dead = self._write_isolating(page.reads, page.epoch, None, page.batch)
-                rows_done += len(page.reads)
+                epoch = Epoch(page.epoch)
+                batch, dead, refused = self._write_isolating(page.reads, epoch, None, page.batch)
+                dead = page.unreadable + dead
+                rows_done += len(page.reads) + len(page.unreadable)
                 done = not page.full
+                counts = batch.counts()
+                _note_refused(counts, refused)
                 with conn.transaction():
                     self._dead_letter(conn, dead, [])
                     conn.execute(
@@ -444,13 +513,13 @@ class Engine:
                     result = BatchResult(
                         "snapshot",
                         len(page.reads),
-                        batch.counts(),
+                        counts,
                         page.read_seconds + time.monotonic() - started,
                         dead_letters=len(dead),
                         done=done,
                         extra={"rows_done": rows_done},
                     )
-                    self._audit(conn, result, page.epoch)
+                    self._audit(conn, result, epoch.value)
                 on_page(result)
                 if done or not ahead:
                     return done
@@ -469,23 +538,62 @@ class Engine:
         started = time.monotonic()
         conn = self.snapshot_reader
         limit = self.settings.snapshot_batch_rows
+        unreadable: list[DeadLetter] = []
         with conn.transaction():
-            epoch = int(conn.execute("SELECT nextval('pg2neo.epoch')").fetchone()[0])  # type: ignore[index]
-            query = page_query(self.mapping, entry, after=after is not None)
-            rows = conn.execute(query, [*(after or []), limit]).fetchall()
-        reads = [ReadRow(entry, tuple(r[0]), tuple(r)) for r in rows]
+            epoch = _next_epoch(conn)
+            params = [*(after or []), limit]
+            try:
+                with conn.transaction():  # a savepoint: one unreadable row must not end the page's snapshot
+                    rows = [tuple(r) for r in conn.execute(page_query(self.mapping, entry, after is not None), params)]
+                page_keys = [tuple(r[0]) for r in rows]
+            except Exception as exc:
+                if not about_the_data(exc):
+                    raise
+                # some row of the page cannot be read: take the page's keys alone, then read them isolating the bad
+                page_keys = [tuple(r[0]) for r in conn.execute(page_keys_query(entry, after is not None), params)]
+                rows, unreadable = self._fetch_isolating(conn, entry, page_keys)
+        reads = [ReadRow(entry, tuple(r[0]), r) for r in rows]
         return SnapshotPage(
             reads=reads,
             batch=self._build(reads),
             epoch=epoch,
-            last_key=list(rows[-1][0]) if rows else None,
-            full=len(rows) == limit,
+            last_key=list(page_keys[-1]) if page_keys else None,
+            full=len(page_keys) == limit,
             read_seconds=time.monotonic() - started,
+            unreadable=unreadable,
         )
 
     def reset_snapshot(self) -> None:
         with self.conn.transaction():
             self.conn.execute("DELETE FROM pg2neo.snapshot_progress")
+
+
+def _next_epoch(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT nextval('pg2neo.epoch')").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _note_refused(counts: dict[str, int], refused: dict[str, int]) -> None:
+    """Rows the version guards refused are not applied: say so (with the epoch node they should never occur)."""
+    if not refused:
+        return
+    counts["version_refused"] = sum(refused.values())
+    event(
+        log,
+        "version_guard_refused",
+        logging.WARNING,
+        refused=refused,
+        why="the graph holds a newer _pg2neo_version than this write; run `pg2neo verify` to see the drift",
+    )
+
+
+SCHEMA_DRIFT: tuple[type[psycopg.Error], ...] = (
+    psycopg.errors.UndefinedColumn,
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.CannotCoerce,
+    psycopg.errors.DatatypeMismatch,
+)
 
 
 def _merged(first: GraphBatch, second: GraphBatch) -> GraphBatch:

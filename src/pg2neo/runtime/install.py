@@ -1,19 +1,46 @@
-"""`pg2neo init` and `pg2neo uninstall`: capture objects in PostgreSQL, constraints and indexes in Neo4j."""
+"""`pg2neo init` and `pg2neo uninstall`: capture objects in PostgreSQL, constraints and indexes in Neo4j.
+
+`init` is run by the role that owns the mapped tables (the migration role): creating triggers and enabling them
+ALWAYS needs ownership, and the capture functions run as that role (SECURITY DEFINER), so the application's roles
+need nothing on the `pg2neo` schema. The roles that run the service are granted what they need (`service_roles`,
+remembered in `pg2neo.state` and granted again by every later `init`). docs/operations.md lists it all.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 import psycopg
 from neo4j import Driver
+from psycopg import sql
 
 from pg2neo.apply.writer import GraphWriter
-from pg2neo.capture.outbox_sql import INSTALLED_TRIGGERS, drop_trigger_statements, install_statements
-from pg2neo.errors import SchemaDriftError
+from pg2neo.capture.outbox_sql import (
+    INSTALLED_TRIGGERS,
+    PARTITIONS,
+    drop_trigger_statements,
+    install_statements,
+    service_grant_statements,
+)
+from pg2neo.errors import CaptureError, SchemaDriftError
+from pg2neo.logs import event
 from pg2neo.mapping.plan import Mapping
+from pg2neo.reconcile.conflicts import CONFLICTS_DDL
+
+log = logging.getLogger(__name__)
+
+_NOT_OWNED = """
+SELECT n.nspname || '.' || c.relname, pg_get_userbyid(c.relowner)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+  AND NOT pg_has_role(c.relowner, 'USAGE')
+ORDER BY 1
+"""
 
 
 def fingerprint(mapping: Mapping) -> str:
@@ -23,30 +50,136 @@ def fingerprint(mapping: Mapping) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def plan_sql(conn: psycopg.Connection[Any], mapping: Mapping) -> list[str]:
+def partitions_of(conn: psycopg.Connection[Any], mapping: Mapping) -> dict[str, tuple[tuple[str, str], ...]]:
+    """The mapped tables that are partitioned tables, each with its partitions at every depth."""
+    found: dict[str, tuple[tuple[str, str], ...]] = {}
+    for entry in mapping.entries:
+        row = conn.execute(PARTITIONS, (entry.schema, entry.name)).fetchone()
+        if row is not None and row[0]:
+            found[entry.table] = tuple((schema, name) for schema, name in row[1])
+    return found
+
+
+def plan_sql(conn: psycopg.Connection[Any], mapping: Mapping, service_roles: Sequence[str] = ()) -> list[str]:
+    partitions = partitions_of(conn, mapping)
+    # A trigger is stale when it sits on a table that is neither mapped nor a partition of a mapped table any more
+    # (an unmapped table, a detached partition).
+    covered = set(mapping.tables) | {f"{s}.{n}" for parts in partitions.values() for s, n in parts}
     installed = [tuple(r) for r in conn.execute(INSTALLED_TRIGGERS).fetchall()]
-    mapped = set(mapping.tables)
-    stale = [t for t in installed if f"{t[0]}.{t[1]}" not in mapped]
-    statements = drop_trigger_statements(stale) + install_statements(mapping)
+    stale = [t for t in installed if f"{t[0]}.{t[1]}" not in covered]
+    statements = [
+        *drop_trigger_statements(stale),
+        *install_statements(mapping, frozenset(partitions), partitions),
+        sql.SQL(CONFLICTS_DDL),
+    ]
+    for role in service_roles:
+        statements += service_grant_statements(role, mapping)
     return [s.as_string(conn) for s in statements]
 
 
+def check_installer(
+    conn: psycopg.Connection[Any], mapping: Mapping, partitions: dict[str, tuple[tuple[str, str], ...]]
+) -> None:
+    """`init` must run as the owner of every mapped table (and partition) and may create or own the pg2neo schema."""
+    user = conn.execute("SELECT current_user").fetchone()
+    me = str(user[0]) if user else "?"
+    tables = [(e.schema, e.name) for e in mapping.entries]
+    tables += [part for parts in partitions.values() for part in parts]
+    not_owned = conn.execute(_NOT_OWNED, ([s for s, _ in tables], [n for _, n in tables])).fetchall()
+    if not_owned:
+        owners = sorted({owner for _, owner in not_owned})
+        listed = ", ".join(f"{table} (owner {owner})" for table, owner in not_owned)
+        raise CaptureError(
+            f"`pg2neo init` must be run by the role that owns the mapped tables, and {me} does not own {listed}. "
+            "Creating the capture triggers and enabling them for every session (ENABLE ALWAYS) needs ownership, "
+            "and the capture functions run with the privileges of the role that installed them, so that the "
+            f"application's roles need none on the pg2neo schema. Run `pg2neo init` as {' or '.join(owners)} "
+            "(or a member of that role), with --service-role for the role that runs the service; "
+            "see docs/operations.md, 'Privileges and roles'."
+        )
+    schema = conn.execute(
+        "SELECT pg_get_userbyid(nspowner), pg_has_role(nspowner, 'USAGE') FROM pg_namespace WHERE nspname = 'pg2neo'"
+    ).fetchone()
+    if schema is None:
+        can_create = conn.execute("SELECT has_database_privilege(current_database(), 'CREATE')").fetchone()
+        if not (can_create and can_create[0]):
+            raise CaptureError(
+                f"`pg2neo init` creates the schema pg2neo, and {me} may not create schemas in this database: "
+                f"GRANT CREATE ON DATABASE <this database> TO {me} (as its owner or a superuser), then run init again"
+            )
+    elif not schema[1]:
+        raise CaptureError(
+            f"the schema pg2neo belongs to {schema[0]}, and {me} is not that role: run `pg2neo init` as {schema[0]}, "
+            "the role that installed pg2neo (or `pg2neo uninstall` as that role first, to install it anew)"
+        )
+
+
+def _check_roles(conn: psycopg.Connection[Any], roles: Sequence[str]) -> None:
+    missing = [r for r in roles if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (r,)).fetchone() is None]
+    if missing:
+        raise CaptureError(
+            f"service role {', '.join(missing)} does not exist: create it first "
+            f"(CREATE ROLE {missing[0]} LOGIN PASSWORD '...'), then run `pg2neo init --service-role` again"
+        )
+
+
+def _remembered_roles(conn: psycopg.Connection[Any]) -> list[str]:
+    try:
+        with conn.transaction():
+            row = conn.execute("SELECT value FROM pg2neo.state WHERE name = 'service_roles'").fetchone()
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege):
+        return []  # not installed yet, or not readable by this role (which check_installer then refuses)
+    return [str(r) for r in row[0]] if row else []
+
+
 def init(
-    conn: psycopg.Connection[Any], driver: Driver, mapping: Mapping, database: str = "neo4j", dry_run: bool = False
+    conn: psycopg.Connection[Any],
+    driver: Driver,
+    mapping: Mapping,
+    database: str = "neo4j",
+    dry_run: bool = False,
+    service_roles: Sequence[str] = (),
 ) -> tuple[list[str], list[str]]:
-    """Install (or update) everything; idempotent. Returns the SQL and Cypher statements (run unless dry_run)."""
-    statements = plan_sql(conn, mapping)
+    """Install (or update) everything; idempotent. Returns the SQL and Cypher statements (run unless dry_run).
+
+    `service_roles` are granted what `pg2neo run` and the other service commands need; they are remembered, and
+    every later `init` grants them again (new pg2neo tables included).
+    """
+    roles = list(dict.fromkeys([*_remembered_roles(conn), *service_roles]))
+    _check_roles(conn, roles)
+    if not dry_run:
+        check_installer(conn, mapping, partitions_of(conn, mapping))
+    statements = plan_sql(conn, mapping, roles)
     writer = GraphWriter(driver, mapping, database)
     cypher = writer.schema_statements()
     if dry_run:
         return statements, cypher
-    with conn.transaction():
-        for statement in statements:
-            conn.execute(statement)
-        conn.execute(
-            "INSERT INTO pg2neo.state (name, value) VALUES ('mapping', %s) "
-            "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-            (json.dumps({"fingerprint": fingerprint(mapping), "source": mapping.source}),),
+    try:
+        with conn.transaction():
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO pg2neo.state (name, value) VALUES ('mapping', %s) "
+                "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                (json.dumps({"fingerprint": fingerprint(mapping), "source": mapping.source}),),
+            )
+            conn.execute(
+                "INSERT INTO pg2neo.state (name, value) VALUES ('service_roles', %s) "
+                "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                (json.dumps(roles),),
+            )
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise CaptureError(
+            f"`pg2neo init` lacks a privilege: {str(exc).strip()}. Run it as the role that owns the mapped tables "
+            "and the pg2neo schema; see docs/operations.md, 'Privileges and roles'"
+        ) from exc
+    superuser = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    if superuser and superuser[0]:
+        event(
+            log,
+            "capture_installed_by_superuser",
+            logging.WARNING,
+            hint="the capture functions run as the installing role; prefer the tables' owner over a superuser",
         )
     writer.ensure_schema()
     return statements, cypher
@@ -69,6 +202,7 @@ def check_installed(conn: psycopg.Connection[Any], mapping: Mapping) -> None:
 
 
 def uninstall(conn: psycopg.Connection[Any]) -> int:
+    """Drop every capture trigger (partitions' included) and the pg2neo schema; returns the triggers dropped."""
     installed = [tuple(r) for r in conn.execute(INSTALLED_TRIGGERS).fetchall()]
     with conn.transaction():
         for statement in drop_trigger_statements(installed):
