@@ -20,6 +20,7 @@ from pg2neo.demo.generate import generate, load_schema, row_counts
 from pg2neo.demo.workload import live_burst
 from pg2neo.devstack.stack import LocalStack
 from pg2neo.errors import Pg2NeoError
+from pg2neo.logs import redact
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.reconcile.counts import expected_counts, graph_counts
 from pg2neo.runtime import install
@@ -60,7 +61,8 @@ def run_demo(settings: Settings, console: Console, scale: int, live_operations: 
     started = time.monotonic()
     timings = stack.up()
     info = stack.info()
-    console.print(f"[bold]1. local stack up[/] in {sum(timings.values()):.1f}s: {info.pg_dsn}  {info.neo4j_uri}")
+    up_in = sum(timings.values())
+    console.print(f"[bold]1. local stack up[/] in {up_in:.1f}s: {redact(info.pg_dsn)}  {info.neo4j_uri}")
 
     with psycopg.connect(info.pg_dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DEMO_DB)))
