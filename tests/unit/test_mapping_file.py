@@ -187,3 +187,72 @@ def test_line_index_falls_back_to_the_nearest_parent(tmp_path: Path) -> None:
     _, index = load_file(path)
     assert index.line(("nodes", 0, "properties", "rename", "x")) == 2  # absent keys -> the entry's line
     assert isinstance(index, LineIndex) and index.line(("nope",)) == 1
+
+
+def test_label_next_to_labels_is_an_error_at_the_labels_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        nodes:
+          - table: warehouses
+            label: Warehouse
+            labels: [Site, Depot]
+        """,
+    )
+    message = error_of(path)
+    assert f"{path}:4: nodes.0.labels: `label` and `labels` are both given, and one would be ignored" in message
+    assert "`labels: [A, B]` alone" in message
+
+
+def test_a_duplicate_key_is_an_error_naming_both_lines(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        nodes:
+          - table: users
+            label: User
+            properties:
+              exclude: [email]
+              exclude: [password]
+            label: Person
+        relationships: []
+        relationships: []
+        """,
+    )
+    message = error_of(path)
+    assert f"{path}:6: nodes.0.properties.exclude: duplicate key (first given on line 5)" in message
+    assert f"{path}:7: nodes.0.label: duplicate key (first given on line 3)" in message
+    assert f"{path}:9: relationships: duplicate key (first given on line 8)" in message
+    assert "remove one or merge them" in message
+
+
+def test_a_yaml_merge_key_is_not_a_duplicate(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        nodes:
+          - &base {table: users, label: User}
+          - <<: *base
+            table: admins
+        """,
+    )
+    spec, _ = load_file(path)
+    assert [(n.table, n.label) for n in spec.nodes] == [("users", "User"), ("admins", "User")]
+
+
+@pytest.mark.parametrize(("key", "line"), [("from_: {table: a, columns: x}", 4), ("schema_: other", 6)])
+def test_python_field_names_are_not_accepted_for_documented_keys(tmp_path: Path, key: str, line: int) -> None:
+    # `from_` used to be read as `from` (and `schema_` as `schema`), silently losing to it when both were given.
+    path = write(
+        tmp_path,
+        f"""
+        relationships:
+          - table: j
+            type: T
+            {key if key.startswith("from_") else "from: {table: a, columns: x}"}
+            to: {{table: b, columns: y}}
+        {key if key.startswith("schema_") else ""}
+        """,
+    )
+    message = error_of(path)
+    assert f"{path}:{line}: " in message and "_: unknown key" in message, message

@@ -33,6 +33,14 @@ def _print_report(report: VerifyReport) -> None:
         for kind, sample in s.samples.items():
             if sample:
                 console.print(f"  {s.scope} {kind}: " + "; ".join(" ".join(i) for i in sample))
+    if report.collisions:
+        console.print(
+            f"[bold red]key collisions: {report.collisions}[/] (PostgreSQL rows that map to the key of another row, "
+            "so Neo4j holds one item for several rows; the mapping's key must stay exact, see docs/mapping.md)"
+        )
+        for s in report.scopes:
+            if s.collision_samples:
+                console.print(f"  {s.scope} key collision: " + "; ".join(" ".join(i) for i in s.collision_samples))
     if report.mode == "recent":
         console.print(f"stale syncs: {report.stale}" + (f" e.g. {report.stale_samples}" if report.stale else ""))
     verdict = "[green]in sync[/]" if report.drift_total == 0 else f"[bold red]drift: {report.drift_total}[/]"

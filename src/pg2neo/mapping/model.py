@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from pg2neo.errors import MappingError
 
@@ -22,7 +23,20 @@ def _as_list(value: Any) -> Any:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # Only the spelling the file format documents is accepted: with populate_by_name, `from_:` or `schema_:` would
+    # be read as `from:` / `schema:` (and silently lose to them when both are given).
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+
+def _exclusive(data: Any, first: str, second: str, fix: str) -> Any:
+    """Refuse two keys of which one would silently win over the other."""
+    if isinstance(data, dict) and first in data and second in data:
+        raise PydanticCustomError(
+            "exclusive_keys",
+            "`{first}` and `{second}` are both given, and one would be ignored; {fix}",
+            {"first": first, "second": second, "fix": fix, "at": second},
+        )
+    return data
 
 
 class PropertiesSpec(_Strict):
@@ -55,6 +69,16 @@ class NodeSpec(_Strict):
     relationships: list[ForeignKeyRelSpec] = Field(default_factory=list)
 
     _key = field_validator("key", "key_property", mode="before")(_as_list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_label_key(cls, data: Any) -> Any:
+        return _exclusive(
+            data,
+            "label",
+            "labels",
+            "keep one: `label: A` for one label, or `labels: [A, B]` alone for several (the first is the primary one)",
+        )
 
 
 class EndpointSpec(_Strict):
@@ -93,13 +117,23 @@ class LineIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lines: dict[Path_, int] = {}
+        # (path of the key, line of its first occurrence, line of the repeat): YAML loaders keep the last value of a
+        # repeated key and drop the first without a word, so the file is refused instead.
+        self.duplicates: list[tuple[Path_, int, int]] = []
 
     def record(self, node: yaml.Node, at: Path_ = ()) -> None:
         self.lines[at] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
             for key_node, value_node in node.value:
-                self.record(value_node, (*at, str(key_node.value)))
-                self.lines[(*at, str(key_node.value))] = key_node.start_mark.line + 1
+                name = str(key_node.value)
+                line = key_node.start_mark.line + 1
+                if name in seen and key_node.tag != "tag:yaml.org,2002:merge":
+                    self.duplicates.append(((*at, name), seen[name], line))
+                    continue
+                seen[name] = line
+                self.record(value_node, (*at, name))
+                self.lines[(*at, name)] = line
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
                 self.record(item, (*at, index))
@@ -135,18 +169,23 @@ def load_file(path: Path) -> tuple[MappingFile, LineIndex]:
         index.record(node)
     if not isinstance(data, dict):
         raise MappingError(f"{path}:1: the mapping must be a YAML mapping with `nodes:` and `relationships:`")
+    problems = [
+        f"{path}:{line}: {'.'.join(str(p) for p in at)}: duplicate key (first given on line {first}); YAML keeps only "
+        f"the last one, so the first would be silently ignored: remove one or merge them"
+        for at, first, line in index.duplicates
+    ]
+    spec: MappingFile | None = None
     try:
-        return MappingFile.model_validate(data), index
+        spec = MappingFile.model_validate(data)
     except ValidationError as exc:
-        problems = []
         for error in exc.errors():
-            at = tuple(_file_key(part) for part in error["loc"])
+            at: Path_ = tuple(error["loc"])
+            if error["type"] == "exclusive_keys":
+                at = (*at, str(error["ctx"]["at"]))
             problems.append(f"{index.where(at)}: {'.'.join(str(p) for p in at)}: {_hint(error)}")
-        raise MappingError("the mapping file has errors:\n  " + "\n  ".join(problems)) from exc
-
-
-def _file_key(part: str | int) -> str | int:
-    return "from" if part == "from_" else "schema" if part == "schema_" else part
+    if problems or spec is None:
+        raise MappingError("the mapping file has errors:\n  " + "\n  ".join(problems))
+    return spec, index
 
 
 def _hint(error: Any) -> str:

@@ -43,6 +43,8 @@ class Column:
     kind: ValueKind
     select_as: SelectAs
     element_kind: ValueKind | None = None
+    # `IS DISTINCT FROM` on the column sees every change of its mapped value; when False the capture compares the
+    # column's text (no btree equality, or an equality that holds between different forms, e.g. numeric 1.5/1.50).
     comparable: bool = True
 
 

@@ -5,8 +5,10 @@ Every problem is collected (not just the first) and reported with the file, the 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +66,50 @@ _ARRAY_ELEMENTS = {
 }
 
 
+# Base types whose `=` holds only between values that print (and map) the same. Others have equal values with
+# different forms (numeric 1.50 = 1.5, interval '1 day' = '24 hours', citext 'A' = 'a', jsonb, composites and
+# ranges of those, types pg2neo does not know): an UPDATE between two such forms changes the Neo4j value, so the
+# capture compares them as text.
+_EQUALITY_IS_IDENTITY = {
+    "int2",
+    "int4",
+    "int8",
+    "oid",
+    "float4",
+    "float8",
+    "bool",
+    "text",
+    "varchar",
+    "bpchar",
+    "name",
+    "uuid",
+    "bytea",
+    "date",
+    "timestamp",
+    "timestamptz",
+    "time",
+    "timetz",
+    "money",
+}
+
+
+def _compares_exactly(col: CatalogColumn) -> bool:
+    """Whether `OLD.col IS DISTINCT FROM NEW.col` sees every change of the value pg2neo maps (else `::text`)."""
+    if not col.comparable:
+        return False
+    if col.element_type is not None:
+        return col.element_kind == "e" or col.element_type in _EQUALITY_IS_IDENTITY
+    return col.type_kind == "e" or col.base_type in _EQUALITY_IS_IDENTITY
+
+
 def column_plan(col: CatalogColumn, prop: str, override: str = "native") -> Column:
     """How one PostgreSQL column is read and stored in Neo4j (the rules of docs/mapping.md)."""
+    plan = _column_plan(col, prop, override)
+    exact = _compares_exactly(col)
+    return plan if plan.comparable == exact else dataclasses.replace(plan, comparable=exact)
+
+
+def _column_plan(col: CatalogColumn, prop: str, override: str) -> Column:
     if override == "string":
         return Column(col.name, prop, col.type_name, ValueKind.TEXT, SelectAs.TEXT, comparable=col.comparable)
     if override == "float":
@@ -121,6 +165,57 @@ def _check_identifier(problems: _Problems, at: tuple[str | int, ...], what: str,
         problems.add(at, f"{what} `{name}` uses the prefix `{RESERVED_PREFIX}`, which pg2neo reserves; rename it")
 
 
+def _labels_of(table: CatalogTable, node: NodeSpec) -> tuple[str, ...]:
+    if node.labels:
+        return tuple(node.labels)
+    if node.label:
+        return (node.label,)
+    return ("".join(part.capitalize() for part in table.name.split("_")),)
+
+
+# Key types whose Neo4j value is not an exact image of the PostgreSQL key: two rows with different keys could
+# become one node (numeric -> Float), or a delete would not find the node its insert created.
+_EXACT_AS_FLOAT = {"float4", "float8", "int2", "int4"}
+
+
+def key_problem(col: CatalogColumn, override: str) -> str | None:
+    """Why `col` cannot be a node key mapped with `override`, and what to write instead; None when it is exact."""
+    as_text = f"`types: {{{col.name}: string}}`"
+    if col.base_type == "money":
+        return (
+            f"key column `{col.name}` is `money`, whose text and scale depend on the session's lc_monetary, so the "
+            f"key would not stay exact; use another unique NOT NULL column as `key:`"
+        )
+    if override == "float" and col.base_type not in _EXACT_AS_FLOAT:
+        return (
+            f"key column `{col.name}` ({col.type_name}) mapped as `float` is lossy: different keys can round to one "
+            f"Float and merge into one node; keep keys exact: map it as its exact text with {as_text}"
+        )
+    if override == "json":
+        return (
+            f"key column `{col.name}` mapped as `json` would be stored as JSON text but found by its plain text on "
+            f"deletes; map it with {as_text} (exact) or leave it native"
+        )
+    if override == "string" and col.base_type == "bpchar":
+        return (
+            f"key column `{col.name}` ({col.type_name}) is exact natively and its padding is part of the key; "
+            f"remove `{col.name}` from `types:`"
+        )
+    if override == "native" and col.base_type == "numeric":
+        return (
+            f"key column `{col.name}` ({col.type_name}) would become a Float, which keeps only 15-17 digits: "
+            f"different keys (12345678901234567890 and 12345678901234567891, 0.1 and 0.10000000000000001) would "
+            f"merge into one node; keep keys exact: add {as_text} under `properties:` (the key is then the exact "
+            f'decimal text, e.g. "0.10")'
+        )
+    if override == "native" and col.element_type is not None:
+        return (
+            f"key column `{col.name}` ({col.type_name}) is an array: a Neo4j list loses its lower bound and "
+            f"numeric precision, and deletes could not find it; map it as its exact text with {as_text}"
+        )
+    return None
+
+
 def _split(schema: str, table: str) -> tuple[str, str]:
     if "." in table:
         first, second = table.split(".", 1)
@@ -167,6 +262,7 @@ def resolve(spec: MappingFile, index: LineIndex, conn: psycopg.Connection[Any]) 
 
     nodes = [_resolve_node(problems, table, node, i, node_tables, lookup) for table, node, i in node_tables.values()]
     joins: list[JoinTable] = []
+    joins_at: dict[int, JoinTable] = {}
     for i, rel in enumerate(spec.relationships):
         at = ("relationships", i, "table")
         found = lookup(at, rel.table)
@@ -181,7 +277,10 @@ def resolve(spec: MappingFile, index: LineIndex, conn: psycopg.Connection[Any]) 
         join = _resolve_join(problems, found, rel, i, node_tables)
         if join is not None:
             joins.append(join)
+            joins_at[i] = join
 
+    _check_shared_labels(problems, node_tables)
+    _check_shared_types(problems, spec, node_tables, joins_at)
     if not spec.nodes and not spec.relationships:
         problems.add((), "the mapping maps nothing: add `nodes:` entries (see docs/mapping.md)")
     problems.raise_if_any()
@@ -190,6 +289,99 @@ def resolve(spec: MappingFile, index: LineIndex, conn: psycopg.Connection[Any]) 
         joins=tuple(joins),
         source=str(index.path),
     )
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def _check_shared_labels(problems: _Problems, node_tables: dict[str, tuple[CatalogTable, NodeSpec, int]]) -> None:
+    """Nodes are MERGEd on their first label and key: a label that is the first one of one table and any label of
+    another makes rows of both tables with equal keys one node (authors 2 and publishers 2 become one `Person`).
+    pg2neo cannot prove two tables' keys disjoint, so it refuses; labels that are second on every table are safe."""
+    seen: list[tuple[CatalogTable, int, tuple[str, ...]]] = []
+    for table, node, i in node_tables.values():
+        labels = _labels_of(table, node)
+        at: tuple[str | int, ...] = ("nodes", i, "labels" if node.labels else "label" if node.label else "table")
+        for other, other_i, other_labels in seen:
+            shared = labels[0] if labels[0] in other_labels else other_labels[0] if other_labels[0] in labels else None
+            if shared is None:
+                continue
+            problems.add(
+                at,
+                f"label `{shared}` is also a label of `{other.qualified}` "
+                f"({problems.index.where(('nodes', other_i))}): nodes are merged on their first label and key, so "
+                f"rows of the two tables with equal keys would become one node; give each table its own first "
+                f"label and keep a shared one second on both, e.g. `labels: [{_camel(table.name)}, {shared}]` here "
+                f"and `labels: [{_camel(other.name)}, {shared}]` on `{other.qualified}`",
+            )
+            break
+        seen.append((table, i, labels))
+
+
+@dataclass(frozen=True)
+class _Writer:
+    """One mapping entry that writes relationships of `type`, from nodes of `start` to nodes of `end` (tables)."""
+
+    type: str
+    start: str
+    end: str
+    owner: str  # the table whose rows draw the relationships
+    join: bool
+    direction: str
+    at: tuple[str | int, ...]
+    what: str
+
+    def clears(self, other: _Writer) -> bool:
+        """Whether this writer's removals can reach relationships `other` draws (both of one type).
+
+        A join table clears its type by row key and TRUNCATE clears the whole type, whatever the labels; a foreign
+        key clears the relationships of that type on its own table's side (outgoing for `out`, incoming for `in`).
+        """
+        if self.join:
+            return True
+        side = other.start if self.direction == "out" else other.end
+        return side == self.owner
+
+
+def _check_shared_types(
+    problems: _Problems,
+    spec: MappingFile,
+    node_tables: dict[str, tuple[CatalogTable, NodeSpec, int]],
+    joins: dict[int, JoinTable],
+) -> None:
+    """Refuse two entries that draw one relationship type where one's removals reach the other's relationships."""
+    writers: list[_Writer] = []
+    for table, node, i in node_tables.values():
+        for j, rel in enumerate(node.relationships):
+            schema, name = _split(spec.schema_, rel.to)
+            target = f"{schema}.{name}"
+            if target not in node_tables:
+                continue
+            start, end = (table.qualified, target) if rel.direction == "out" else (target, table.qualified)
+            at: tuple[str | int, ...] = ("nodes", i, "relationships", j)
+            what = f"the foreign key ({', '.join(rel.columns)}) of `{table.qualified}`"
+            writers.append(_Writer(rel.type, start, end, table.qualified, False, rel.direction, at, what))
+    for i, join in joins.items():
+        what = f"the join table `{join.table}`"
+        start, end = join.start.table, join.end.table
+        writers.append(_Writer(join.type, start, end, join.table, True, "out", ("relationships", i), what))
+    for n, writer in enumerate(writers):
+        for other in writers[:n]:
+            if other.type != writer.type or not (writer.clears(other) or other.clears(writer)):
+                continue
+            why = (
+                "join-table relationships are cleared by type and row key, whatever their nodes"
+                if writer.join or other.join
+                else "both draw it on the same nodes"
+            )
+            problems.add(
+                (*writer.at, "type"),
+                f"relationship type `{writer.type}` is also drawn by {other.what} ({problems.index.where(other.at)}); "
+                f"{why}, so each would delete the other's relationships; give this one its own type, e.g. "
+                f"`type: {writer.type}_{writer.owner.split('.', 1)[1].upper()}`",
+            )
+            break
 
 
 def _unique_key(table: CatalogTable, columns: tuple[str, ...]) -> bool:
@@ -205,7 +397,9 @@ def _resolve_columns(
     props: PropertiesSpec,
     skip: set[str],
     taken: dict[str, str],
+    key_role: bool = False,
 ) -> tuple[Column, ...]:
+    """The property columns; `skip` are the key columns of a node (`key_role`) or the endpoint columns of a join."""
     names = list(table.columns)
     for where, listed in (("exclude", props.exclude), ("rename", list(props.rename)), ("types", list(props.types))):
         for j, name in enumerate(listed):
@@ -214,6 +408,7 @@ def _resolve_columns(
                     (*at, where, j if where == "exclude" else name),
                     f"unknown column `{name}` in `{table.qualified}`{_suggest(name, names)}",
                 )
+    _ignored_entries(problems, at, table, props, skip, key_role)
     if props.include == "all":
         chosen = [n for n in names if n not in skip]
     else:
@@ -243,6 +438,51 @@ def _resolve_columns(
     return tuple(columns)
 
 
+def _ignored_entries(
+    problems: _Problems,
+    at: tuple[str | int, ...],
+    table: CatalogTable,
+    props: PropertiesSpec,
+    skip: set[str],
+    key_role: bool,
+) -> None:
+    """Entries of `properties:` that would have no effect: refused, since the writer meant something by them."""
+    included = set(table.columns) if props.include == "all" else set(props.include)
+    for j, name in enumerate(props.exclude):
+        if name in skip and key_role:
+            problems.add(
+                (*at, "exclude", j),
+                f"`{name}` is a key column, and key columns are always properties; remove it from `exclude`",
+            )
+        elif props.include != "all" and name in included:
+            problems.add(
+                (*at, "exclude", j),
+                f"column `{name}` is both in `include` and in `exclude`; keep it in only one of them",
+            )
+    copied = {n for n in included if n in table.columns and n not in skip and n not in props.exclude}
+    for where, listed in (("rename", list(props.rename)), ("types", list(props.types))):
+        for name in listed:
+            if name not in table.columns or name in copied:
+                continue
+            if name in skip and key_role:
+                if where == "rename":
+                    problems.add(
+                        (*at, where, name),
+                        f"`{name}` is a key column: its property name is set by `key_property`, not `rename`; "
+                        f"write `key_property: {props.rename[name]}` on the node instead",
+                    )
+                continue  # `types` of a key column applies to the key
+            why = (
+                "an endpoint column of the join table, never a property"
+                if name in skip
+                else "not copied (it is excluded, or not in `include`)"
+            )
+            problems.add(
+                (*at, where, name),
+                f"`{where}` names column `{name}`, which is {why}, so it would be ignored; remove it",
+            )
+
+
 def _resolve_node(
     problems: _Problems,
     table: CatalogTable,
@@ -252,9 +492,7 @@ def _resolve_node(
     lookup: Any,
 ) -> NodeTable | None:
     base: tuple[str | int, ...] = ("nodes", i)
-    labels = tuple(node.labels) if node.labels else ((node.label,) if node.label else ())
-    if not labels:
-        labels = ("".join(part.capitalize() for part in table.name.split("_")),)
+    labels = _labels_of(table, node)
     for j, label in enumerate(labels):
         _check_identifier(problems, (*base, "labels", j) if node.labels else (*base, "label"), "label", label)
 
@@ -281,9 +519,23 @@ def _resolve_node(
         return None
     for prop in key_props:
         _check_identifier(problems, (*base, "key_property"), "property name", prop)
+    if len(set(key_props)) != len(key_props):
+        problems.add((*base, "key_property"), f"key_property names a property twice: {', '.join(key_props)}")
+        return None
+    overrides = node.properties.types
+    lossy = False
+    for c in key:
+        problem = key_problem(table.columns[c], overrides.get(c, "native"))
+        if problem is not None:
+            problems.add((*base, "properties", "types", c) if c in overrides else (*base, "key"), problem)
+            lossy = True
+    if lossy:
+        return None
     taken = {prop: f"the node key `{col}`" for prop, col in zip(key_props, key, strict=True)}
-    key_columns = tuple(column_plan(table.columns[c], p) for c, p in zip(key, key_props, strict=True))
-    other = _resolve_columns(problems, (*base, "properties"), table, node.properties, set(key), taken)
+    key_columns = tuple(
+        column_plan(table.columns[c], p, overrides.get(c, "native")) for c, p in zip(key, key_props, strict=True)
+    )
+    other = _resolve_columns(problems, (*base, "properties"), table, node.properties, set(key), taken, key_role=True)
 
     for attr in ("version_column", "updated_at_column"):
         value = getattr(node, attr)
@@ -318,15 +570,7 @@ def _resolve_node(
         target_table, target_spec, _ = node_tables[target.qualified]
         target_key = tuple(target_spec.key) if target_spec.key else target_table.primary_key
         target_props = tuple(target_spec.key_property) if target_spec.key_property else target_key
-        target_labels = (
-            tuple(target_spec.labels)
-            if target_spec.labels
-            else (
-                (target_spec.label,)
-                if target_spec.label
-                else ("".join(p.capitalize() for p in target_table.name.split("_")),)
-            )
-        )
+        target_labels = _labels_of(target_table, target_spec)
         rels.append(
             ForeignKeyRel(
                 type=rel.type,
@@ -387,15 +631,7 @@ def _resolve_join(
             continue
         target_table, target_spec, _ = node_tables[qualified]
         target_key = tuple(target_spec.key) if target_spec.key else target_table.primary_key
-        labels = (
-            tuple(target_spec.labels)
-            if target_spec.labels
-            else (
-                (target_spec.label,)
-                if target_spec.label
-                else ("".join(p.capitalize() for p in target_table.name.split("_")),)
-            )
-        )
+        labels = _labels_of(target_table, target_spec)
         ends.append(
             Endpoint(
                 table=qualified,

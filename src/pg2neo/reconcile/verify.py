@@ -74,6 +74,10 @@ class ScopeReport:
     differing_buckets: int = 0
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     samples: dict[str, list[list[str]]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    # Further PostgreSQL rows whose node key (or relationship key) equals an earlier row's: Neo4j can hold only one
+    # item for them, so rows were merged. Validation refuses the mappings known to do this; this is the net under it.
+    collisions: int = 0
+    collision_samples: list[list[str]] = field(default_factory=list)
 
 
 @dataclass
@@ -86,8 +90,12 @@ class VerifyReport:
     stale_samples: list[list[str]] = field(default_factory=list)
 
     @property
+    def collisions(self) -> int:
+        return sum(s.collisions for s in self.scopes)
+
+    @property
     def drift_total(self) -> int:
-        return sum(sum(s.counts.values()) for s in self.scopes) + self.stale
+        return sum(sum(s.counts.values()) for s in self.scopes) + self.stale + self.collisions
 
     def totals(self) -> dict[str, int]:
         out = dict.fromkeys(KINDS, 0)
@@ -95,6 +103,7 @@ class VerifyReport:
             for k, v in s.counts.items():
                 out[k] += v
         out["stale"] = self.stale
+        out["key_collisions"] = self.collisions
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -113,7 +122,9 @@ class VerifyReport:
                     "buckets": s.buckets,
                     "differing_buckets": s.differing_buckets,
                     **s.counts,
+                    "key_collisions": s.collisions,
                     "samples": {k: v for k, v in s.samples.items() if v},
+                    "collision_samples": s.collision_samples,
                 }
                 for s in self.scopes
             ],
@@ -253,12 +264,19 @@ def _collect(items: Iterator[tuple[tuple[str, ...], int]], wanted: set[int], siz
 
 def _collect_slots(
     items: Iterator[tuple[int, tuple[str, ...], int]], wanted: list[set[int]], size: int
-) -> list[dict[tuple[str, ...], int]]:
+) -> tuple[list[dict[tuple[str, ...], int]], list[list[tuple[str, ...]]]]:
+    """identity -> hash per slot for the wanted buckets, and the identities PostgreSQL gave more than once (a row
+    after the first with the same key: a collision, never folded away). A collision always shows as a differing
+    bucket, since Neo4j holds one item per key: the item count of its bucket differs."""
     found: list[dict[tuple[str, ...], int]] = [{} for _ in wanted]
+    repeated: list[list[tuple[str, ...]]] = [[] for _ in wanted]
     for slot, identity, content in items:
         if wanted[slot] and bucket_of(identity, size) in wanted[slot]:
+            if identity in found[slot]:
+                repeated[slot].append(identity)
+                continue
             found[slot][identity] = content
-    return found
+    return found, repeated
 
 
 def compare_maps(pg: dict[tuple[str, ...], int], neo: dict[tuple[str, ...], int]) -> dict[str, list[tuple[str, ...]]]:
@@ -273,6 +291,14 @@ def compare_maps(pg: dict[tuple[str, ...], int], neo: dict[tuple[str, ...], int]
     for v in out.values():
         v.sort()
     return out
+
+
+def _count_collisions(report: ScopeReport, repeated: list[tuple[str, ...]], samples: int) -> None:
+    if report.kind == "fk":  # the node scope of the same rows counts them already
+        return
+    report.collisions += len(repeated)
+    for identity in sorted(set(repeated))[: max(samples - len(report.collision_samples), 0)]:
+        report.collision_samples.append(list(identity))
 
 
 def _table_rows(conn: psycopg.Connection[Any], entry: NodeTable | JoinTable) -> int:
@@ -316,7 +342,7 @@ def verify(
                 scope_reports[-1].differing_buckets = len(wanted[-1])
             if any(wanted):
                 # One more read of the table keeps identity -> hash for the rows of differing buckets only.
-                pg_maps = _collect_slots(pg_items(conn, mapping, builder, entry), wanted, size)
+                pg_maps, repeated = _collect_slots(pg_items(conn, mapping, builder, entry), wanted, size)
                 for slot, scope in enumerate(mine):
                     if not wanted[slot]:
                         continue
@@ -324,6 +350,7 @@ def verify(
                     found = compare_maps(pg_maps[slot], neo_map)
                     del neo_map
                     report = scope_reports[slot]
+                    _count_collisions(report, repeated[slot], samples)
                     for kind, idents in found.items():
                         report.counts[kind] = len(idents)
                         report.samples[kind] = [list(i) for i in idents[:samples]]
@@ -390,6 +417,7 @@ def verify_recent(
             key_list = list(keys)
             pg_map: list[dict[tuple[str, ...], int]] = [{} for _ in mine]
             neo_map: list[dict[tuple[str, ...], int]] = [{} for _ in mine]
+            repeated: list[tuple[str, ...]] = []
             for start in range(0, len(key_list), FETCH_ROWS):
                 chunk = key_list[start : start + FETCH_ROWS]
                 columns = [[k[i] for k in chunk] for i in range(len(node.key_columns))]
@@ -400,6 +428,9 @@ def verify_recent(
                 if writes is not None:
                     for u in writes.upserts:
                         ident, h = node_item(u["k"], u["p"])
+                        if ident in pg_map[0]:
+                            repeated.append(ident)
+                            continue
                         pg_map[0][ident] = h
                     for index, links in enumerate(writes.links):
                         for link in links:
@@ -430,6 +461,8 @@ def verify_recent(
                                     stale_samples.append([node.label, *_texts(record["k"]), f"{lag:.0f}s"])
             for slot, scope in enumerate(mine):
                 report = ScopeReport(scope.name, scope.kind, len(pg_map[slot]), len(neo_map[slot]))
+                if slot == 0:
+                    _count_collisions(report, repeated, samples)
                 found = compare_maps(pg_map[slot], neo_map[slot])
                 for kind, idents in found.items():
                     report.counts[kind] = len(idents)
