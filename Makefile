@@ -60,5 +60,7 @@ down: $(STAMP)
 status: $(STAMP)
 	$(BIN)/pg2neo dev status
 
+# As root, PostgreSQL's files may live in /var/lib/pg2neo behind the link .state/postgres (see devstack/stack.py).
 clean: down
+	if [ -L .state/postgres ]; then rm -rf "$$(readlink -f .state/postgres)"; fi
 	rm -rf .state

@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 import psycopg
 import typer
-from rich.table import Table
+from rich.padding import Padding
+from rich.text import Text
 
 from pg2neo.cli.main import app, console, fail, settings
 from pg2neo.errors import Pg2NeoError
@@ -35,12 +36,8 @@ SHOW_SQL = (
 
 
 def _connect() -> psycopg.Connection[Any]:
-    try:
-        return psycopg.connect(resolve(settings()).pg_dsn, autocommit=True)
-    except Pg2NeoError as exc:
-        raise fail(exc) from exc
-    except psycopg.OperationalError as exc:
-        raise fail(Pg2NeoError(f"cannot connect to PostgreSQL: {str(exc).strip()}")) from exc
+    # Settings and connection errors reach the app's one handler (pg2neo.cli.main): a clean line and exit 2.
+    return psycopg.connect(resolve(settings()).pg_dsn, autocommit=True)
 
 
 def _selection(ids: list[int], all_: bool) -> list[int] | None:
@@ -69,11 +66,22 @@ def dlq_list(
     if as_json:
         sys.stdout.write(json.dumps([dict(zip(NAMES, r, strict=True)) for r in rows], default=str, indent=2) + "\n")
         return
-    table = Table("id", "table", "key", "op", "error", "attempts", "last failed", "message")
     for r in rows:
-        table.add_row(str(r[0]), r[1], json.dumps(r[2]), r[3], r[4], str(r[6]), f"{r[8]:%Y-%m-%d %H:%M:%S}", r[5][:80])
-    console.print(table)
-    console.print(f"{len(rows)} dead letter(s)")
+        _print_dead_letter(r)
+    console.print(f"{len(rows)} dead letter(s); `pg2neo dlq show ID` prints one in full")
+
+
+def _print_dead_letter(row: tuple[Any, ...]) -> None:
+    """One dead letter as a short block that reads at any width, 80 columns included: a heading line, the key
+    (cut with an ellipsis: a key may be 10,000 characters) and the reason, wrapped under its indent."""
+    dl_id, table, key, op, error_class, message, attempts, _first, last = row
+    heading = Text.assemble(
+        (f"#{dl_id}", "bold"), f"  {table}  {op}  attempts {attempts}  last failed {last:%Y-%m-%d %H:%M:%S}"
+    )
+    console.print(heading, no_wrap=True, overflow="ellipsis", highlight=False)
+    console.print(Text(f"    key    {json.dumps(key)}"), no_wrap=True, overflow="ellipsis", highlight=False)
+    reason = " ".join(str(message).split())
+    console.print(Padding(Text(f"reason {error_class}: {reason}"), (0, 0, 0, 4)), highlight=False)
 
 
 @dlq_app.command("show")

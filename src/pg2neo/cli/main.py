@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,8 +16,11 @@ from prometheus_client import start_http_server
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
 from pg2neo import logs
+from pg2neo.cli import exits
 from pg2neo.coordinate import start_periodic_recovery
 from pg2neo.devstack.stack import LocalStack
 from pg2neo.errors import Pg2NeoError
@@ -27,9 +32,46 @@ from pg2neo.runtime.connections import resolve
 from pg2neo.runtime.engine import BatchResult, Engine
 from pg2neo.runtime.service import Stopper, run_service, run_snapshot
 from pg2neo.runtime.status import status_report
-from pg2neo.settings import Settings
+from pg2neo.settings import Settings, load_settings
 
-app = typer.Typer(help="Keep a Neo4j graph continuously and verifiably in sync with PostgreSQL.", no_args_is_help=True)
+HELP = """Keep a Neo4j graph continuously and verifiably in sync with PostgreSQL.
+
+Settings are environment variables; a double underscore nests one in its group:
+  PG2NEO_PG_DSN           postgresql://user:password@host:5432/db
+  PG2NEO_NEO4J__URI       bolt://host:7687
+  PG2NEO_NEO4J__USER      default neo4j
+  PG2NEO_NEO4J__PASSWORD
+  PG2NEO_MAPPING          the mapping file (default pg2neo.yaml; or --mapping)
+  PG2NEO_APPLY__BATCH_ROWS, PG2NEO_CHECK__INTERVAL, PG2NEO_DEV__STATE_DIR, ...
+Unset servers mean those of `pg2neo dev up`. A misspelt PG2NEO_* name is an error.
+
+Exit codes: 0 ok; 1 verify/reconcile found drift;
+2 configuration, connection, login or input error;
+3 stopped for the operator (e.g. schema drift); 70 internal error (a bug)."""
+
+
+class _ErrorsToExitCodes(TyperGroup):
+    """Every command's errors end here: one clean line on stderr (a JSON event with --log-json), never a
+    traceback or a secret, and the exit code of their kind (pg2neo.cli.exits)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            raise typer.Exit(code=report(exc)) from None
+        except KeyboardInterrupt as exc:
+            raise typer.Exit(code=report(exc)) from None
+
+
+app = typer.Typer(
+    cls=_ErrorsToExitCodes,
+    help=HELP,
+    no_args_is_help=True,
+    # Locals in a traceback would show the settings, passwords included.
+    pretty_exceptions_show_locals=False,
+)
 dev_app = typer.Typer(help="The embedded local PostgreSQL + Neo4j stack.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 
@@ -44,7 +86,7 @@ class _State:
 
 def settings() -> Settings:
     if _State.settings is None:
-        _State.settings = Settings()
+        _State.settings = load_settings()
     return _State.settings
 
 
@@ -55,15 +97,27 @@ def main(
     log_json: Annotated[bool, typer.Option(help="Log one JSON object per line.")] = False,
 ) -> None:
     logs.configure(log_level, log_json)
-    loaded = Settings()
+    loaded = load_settings()
     if mapping is not None:
         loaded = loaded.model_copy(update={"mapping": mapping})
     _State.settings = loaded
 
 
+def report(exc: BaseException) -> int:
+    """Print the one error line for `exc` (redacted) and return its exit code."""
+    failure = exits.failure_for(exc)
+    message = logs.redact(failure.message)
+    if logs.json_output():
+        logs.event(log, "command_failed", logging.ERROR, error=message, exit_code=failure.code)
+    else:
+        err_console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True, highlight=False)
+    if failure.internal and logs.debug_enabled():
+        sys.stderr.write(logs.redact("".join(traceback.format_exception(exc))))
+    return failure.code
+
+
 def fail(exc: Pg2NeoError) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {exc}")
-    return typer.Exit(code=2)
+    return typer.Exit(code=report(exc))
 
 
 @dev_app.command("up")
@@ -79,8 +133,9 @@ def dev_up() -> None:
     console.print(
         f"[green]up[/] in {time.monotonic() - started:.1f}s "
         f"(postgres {timings['postgres']:.1f}s, neo4j {timings['neo4j']:.1f}s)\n"
-        f"  PostgreSQL  {info.pg_dsn}\n  Neo4j       {info.neo4j_uri}  user neo4j, password in "
-        f"{stack.neo4j.password_file}"
+        f"  PostgreSQL  {stack.postgres.dsn_without_password}  password in {stack.postgres.password_file}\n"
+        f"  Neo4j       {info.neo4j_uri}  user neo4j, password in {stack.neo4j.password_file}",
+        highlight=False,
     )
 
 
@@ -123,11 +178,21 @@ class Context:
     def __init__(self, check_installed: bool = False) -> None:
         self.settings = settings()
         self.connections = resolve(self.settings)
-        self.conn = psycopg.connect(self.connections.pg_dsn, autocommit=True)
         self.driver = self.connections.driver()
-        self.mapping = load_mapping(self.settings.mapping, self.conn)
-        if check_installed:
-            install.check_installed(self.conn, self.mapping)
+        try:
+            # A wrong Neo4j password is refused before anything is done, not after `init` changed PostgreSQL.
+            self.connections.check_neo4j_login(self.driver)
+            self.conn = psycopg.connect(self.connections.pg_dsn, autocommit=True)
+            try:
+                self.mapping = load_mapping(self.settings.mapping, self.conn)
+                if check_installed:
+                    install.check_installed(self.conn, self.mapping)
+            except BaseException:
+                self.conn.close()
+                raise
+        except BaseException:
+            self.driver.close()
+            raise
 
     def engine(self) -> Engine:
         return Engine(
@@ -140,22 +205,28 @@ class Context:
 
 
 def _context(check_installed: bool = False) -> Context:
-    try:
-        return Context(check_installed)
-    except Pg2NeoError as exc:
-        raise fail(exc) from exc
-    except psycopg.OperationalError as exc:
-        raise fail(Pg2NeoError(f"cannot connect to PostgreSQL: {str(exc).strip()}")) from exc
+    # Its errors (settings, connections, login, mapping) reach the one handler of the app: a line and exit 2.
+    return Context(check_installed)
 
 
 @app.command()
 def init(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the SQL and Cypher instead of running it.")] = False,
+    service_role: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--service-role",
+            help="A role that runs the service (run, snapshot, verify, status, dlq): granted what it needs, and "
+            "again by every later init (repeatable). See docs/operations.md.",
+        ),
+    ] = None,
 ) -> None:
     """Validate the mapping; install the capture triggers and pg2neo schema; create Neo4j constraints. Idempotent."""
     ctx = _context()
     try:
-        statements, cypher = install.init(ctx.conn, ctx.driver, ctx.mapping, ctx.connections.neo4j_database, dry_run)
+        statements, cypher = install.init(
+            ctx.conn, ctx.driver, ctx.mapping, ctx.connections.neo4j_database, dry_run, service_roles=service_role or []
+        )
     except Pg2NeoError as exc:
         raise fail(exc) from exc
     finally:
@@ -230,6 +301,13 @@ def snapshot(
         ctx.close()
     elapsed = time.monotonic() - started
     console.print(f"[green]snapshot[/]: {total:,} rows in {elapsed:.1f}s ({total / max(elapsed, 1e-9):,.0f} rows/s)")
+    existing = sum(totals.values())
+    if total == 0 and existing and not stopper.stopped:
+        console.print(
+            f"every mapped table was already loaded by an earlier snapshot ({existing:,} rows in "
+            f"{len(totals)} tables now; `pg2neo run` keeps them in sync). "
+            "To load everything again, run `pg2neo snapshot --restart`."
+        )
 
 
 @app.command("run")
@@ -275,9 +353,10 @@ def run_command(
             until_empty,
             on_idle=on_idle,
             audit_retention_days=ctx.settings.audit_retention_days,
+            schema_interval=ctx.settings.check.schema_interval,
         )
     except Pg2NeoError as exc:
-        raise fail(exc) from exc
+        raise fail(exc) from exc  # a schema change (SchemaChanged, a SchemaDriftError) exits 3: exits.NEEDS_OPERATOR
     finally:
         stopper.event.set()
         recovery.join(timeout=30)
@@ -303,18 +382,16 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     table.add_row("lag (oldest unapplied)", f"{report['lag_seconds']:.2f} s")
     table.add_row("applied, last minute", f"{report['applied_last_minute']:,} ({report['throughput_per_second']}/s)")
     table.add_row("dead letters", str(report["dead_letters"]))
-    drift = report["drift"]
-    table.add_row(
-        "drift (background check)",
-        "not checked yet"
-        if drift is None
-        else f"{drift['total']:,} (missing {drift['missing']:,}, extra {drift['extra']:,}, mismatch "
-        f"{drift['mismatch']:,}, stale {drift['stale']:,}; "
-        f"{drift['last_check']} check {drift['seconds_ago']:.0f} s ago)",
-    )
-    for service in report["services"] or [{"name": "-", "state": "no service running", "detail": ""}]:
+    table.add_row("drift (background check)", _drift_text(report["drift"]))
+    for change in report["schema_changes"]:
+        table.add_row(
+            f"[red]schema changed[/] {change['table']}", f"{change['kind']}: {change['detail']}\n{change['remedy']}"
+        )
+    for service in report["services"] or [{"name": "-", "shown": "no service running", "detail": ""}]:
         detail = f": {service['detail']}" if service["detail"] else ""
-        table.add_row(f"service {service['name']}", f"{service['state']}{detail}")
+        table.add_row(f"service {service['name']}", f"{service['shown']}{detail}")
+    for tbl, progress in report["snapshot"].items():
+        table.add_row(f"snapshot {tbl}", f"{progress['rows']:,} rows, {'done' if progress['done'] else 'in progress'}")
     last = report["last_batch"]
     table.add_row(
         "last batch",
@@ -323,6 +400,18 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         else f"{last['kind']} {last['events']} events in {last['duration_ms']} ms at {last['finished_at']}",
     )
     console.print(table)
+
+
+def _drift_text(drift: dict[str, Any] | None) -> str:
+    if drift is None:
+        return "not checked yet"
+    checks = "; ".join(
+        f"{mode} check {check['seconds_ago']:.0f} s ago: {check['drift']:,}" for mode, check in drift["checks"].items()
+    )
+    return (
+        f"{drift['total']:,} (missing {drift.get('missing', 0):,}, extra {drift.get('extra', 0):,}, mismatch "
+        f"{drift.get('mismatch', 0):,}, stale {drift.get('stale', 0):,}; {checks})"
+    )
 
 
 @app.command()

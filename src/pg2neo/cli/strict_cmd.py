@@ -1,6 +1,7 @@
 """`pg2neo recover`: settle in-doubt strict-mode transactions (a thin command over pg2neo.coordinate.recovery).
 
-Exit codes: 0 = nothing left in doubt, 1 = some prepared transactions are still too young to settle, 2 = error.
+Exit codes (pg2neo.cli.exits): 0 = nothing left in doubt, 3 = some prepared transactions are still too young to
+settle (run it again later), 2 = error.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from pg2neo.cli import exits
 from pg2neo.cli.main import _context, app, console, fail
 from pg2neo.coordinate import StrictSettings, recover
 from pg2neo.errors import Pg2NeoError
@@ -41,4 +43,4 @@ def recover_command(
             f"markers removed {report.markers_removed}"
         )
     if report.in_doubt:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=exits.NEEDS_OPERATOR)

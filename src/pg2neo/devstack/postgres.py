@@ -1,13 +1,20 @@
-"""The local PostgreSQL 15 cluster of the embedded stack: Debian's binaries, a cluster under the state folder."""
+"""The local PostgreSQL 15 cluster of the embedded stack: Debian's binaries, a cluster under the state folder.
+
+Like the local Neo4j, the cluster has a generated password (`<root>/password`, mode 0600): TCP connections use
+`scram-sha-256`, and the Unix socket admits only the account that runs the server (`peer`). A cluster made by an
+earlier version trusted every local account; its first start by this version sets the password and the rules.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from pg2neo.devstack.process import chown_tree, port_is_free, run_as, service_user, tail
 from pg2neo.errors import StackError
@@ -29,7 +36,17 @@ SERVER_SETTINGS = {
     "fsync": "on",
     "log_min_messages": "warning",
     "logging_collector": "off",
+    "password_encryption": "'scram-sha-256'",
 }
+HBA_HEADER = "# written by pg2neo dev: a password (scram-sha-256) for TCP, peer for the socket"
+HBA_RULES = (
+    "local   all          all                 peer",
+    "host    all          all   127.0.0.1/32  scram-sha-256",
+    "host    all          all   ::1/128       scram-sha-256",
+    "local   replication  all                 peer",
+    "host    replication  all   127.0.0.1/32  scram-sha-256",
+    "host    replication  all   ::1/128       scram-sha-256",
+)
 
 
 @dataclass(frozen=True)
@@ -51,8 +68,43 @@ class LocalPostgres:
         return self.root / "postgres.log"
 
     @property
-    def dsn(self) -> str:
+    def password_file(self) -> Path:
+        return self.root / "password"
+
+    @property
+    def hba_file(self) -> Path:
+        return self.data_dir / "pg_hba.conf"
+
+    @property
+    def dsn_without_password(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def dsn(self) -> str:
+        """The superuser's DSN with the generated password (without one for a cluster never started here)."""
+        try:
+            password = self.password_file.read_text().strip()
+        except OSError:
+            return self.dsn_without_password
+        return f"postgresql://postgres:{password}@127.0.0.1:{self.port}/postgres"
+
+    def _ensure_password(self) -> str:
+        if not self.password_file.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            # Hex: nothing to percent-encode in a URI, nothing a command line reads as an option.
+            self.password_file.write_text(secrets.token_hex(16) + "\n")
+        self.password_file.chmod(0o600)
+        return self.password_file.read_text().strip()
+
+    def _secured(self) -> bool:
+        try:
+            return self.hba_file.read_text().startswith(HBA_HEADER)
+        except OSError:
+            return False
+
+    def _write_hba(self) -> None:
+        self.hba_file.write_text(HBA_HEADER + "\n" + "\n".join(HBA_RULES) + "\n")
+        chown_tree(self.hba_file, service_user())
 
     def _bin(self, name: str) -> str:
         path = PG_BIN / name
@@ -68,6 +120,7 @@ class LocalPostgres:
         self.root.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         _check_traversable(self.root, user)
+        self._ensure_password()
         chown_tree(self.root, user)
         result = run_as(
             user,
@@ -77,7 +130,9 @@ class LocalPostgres:
                 str(self.data_dir),
                 "-U",
                 "postgres",
-                "--auth=trust",
+                f"--pwfile={self.password_file}",
+                "--auth-host=scram-sha-256",
+                "--auth-local=peer",
                 "-E",
                 "UTF8",
                 "--locale=C.UTF-8",
@@ -86,6 +141,7 @@ class LocalPostgres:
         )
         if result.returncode != 0:
             raise StackError(f"initdb failed for {self.data_dir}:\n{result.stderr.strip()}")
+        self._write_hba()
 
     def write_config(self) -> None:
         settings = dict(SERVER_SETTINGS)
@@ -114,6 +170,7 @@ class LocalPostgres:
         if not self.initialised():
             self.init()
         self.write_config()
+        secured = self._secured()
         user = service_user()
         result = run_as(
             user,
@@ -136,6 +193,17 @@ class LocalPostgres:
                 f"--- {self.log_file} ---\n{tail(self.log_file)}"
             )
         self.wait_ready()
+        if not secured:
+            self._secure_trusting_cluster()
+
+    def _secure_trusting_cluster(self) -> None:
+        """A cluster made before passwords trusts every local account: give the superuser the password and
+        switch the rules to it. Runs while the old rules still admit us, so no restart is needed."""
+        password = self._ensure_password()
+        with psycopg.connect(self.dsn_without_password, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(password)))
+            self._write_hba()
+            conn.execute("SELECT pg_reload_conf()")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -3,6 +3,10 @@
 `BackgroundCheck` is called from the service loop when it is idle (`on_idle`); it runs at most one check per
 interval, publishes the drift per kind as the Prometheus gauge `pg2neo_drift{kind=...}` and the stale-sync alarm
 (`kind="stale"`: rows changed more than `stale_after` seconds after their node was last synced).
+
+A recent check looks only at recently changed rows, so it cannot clear drift that a full check found elsewhere:
+the two are kept apart (`pg2neo_drift_by_check{kind,check}`, and per check in `pg2neo.state` row `drift`), and
+`pg2neo_drift{kind}` is the larger of the two per kind: only the next full check lowers what a full check found.
 """
 
 from __future__ import annotations
@@ -26,24 +30,33 @@ log = get_logger("reconcile")
 DRIFT = Gauge("pg2neo_drift", "Drift found by the last background check", ["kind"])
 STALE_ALARM = Gauge("pg2neo_stale_sync_alarm", "1 while some row changed long after its node was last synced")
 LAST_CHECK = Gauge("pg2neo_drift_check_timestamp", "Unix time of the last background drift check", ["mode"])
+DRIFT_BY_CHECK = Gauge("pg2neo_drift_by_check", "Drift found by the last check of each kind", ["kind", "check"])
+
+# The last totals of each check mode, per database: a recent check must not erase what the full check found.
+_LAST: dict[tuple[str, str], dict[str, int]] = {}
 
 
-def publish(report: VerifyReport) -> None:
+def publish(report: VerifyReport, pg_dsn: str = "") -> None:
     totals = report.totals()
+    _LAST[(pg_dsn, report.mode)] = totals
+    other = _LAST.get((pg_dsn, "recent" if report.mode == "full" else "full"), {})
     for kind in (*KINDS, "stale"):
-        DRIFT.labels(kind).set(totals.get(kind, 0))
+        DRIFT_BY_CHECK.labels(kind, report.mode).set(totals.get(kind, 0))
+        DRIFT.labels(kind).set(max(totals.get(kind, 0), other.get(kind, 0)))
     STALE_ALARM.set(1 if report.stale else 0)
     LAST_CHECK.labels(report.mode).set(time.time())
 
 
 def record(pg_dsn: str, report: VerifyReport) -> None:
-    """Keep the last check's totals in `pg2neo.state` (row `drift`) for `pg2neo status`."""
-    value = {"mode": report.mode, "totals": report.totals(), "drift": report.drift_total, "seconds": report.seconds}
+    """Keep the check's totals in `pg2neo.state` (row `drift`, one entry per mode) for `pg2neo status`."""
+    value = {"totals": report.totals(), "drift": report.drift_total, "seconds": report.seconds}
     with psycopg.connect(pg_dsn, autocommit=True, connect_timeout=5) as conn:
         conn.execute(
-            "INSERT INTO pg2neo.state (name, value) VALUES ('drift', %s::jsonb || jsonb_build_object('at', "
-            "extract(epoch FROM clock_timestamp()))) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-            (json.dumps(value),),
+            "INSERT INTO pg2neo.state AS s (name, value) VALUES ('drift', jsonb_build_object(%s::text, "
+            "%s::jsonb || jsonb_build_object('at', extract(epoch FROM clock_timestamp())))) "
+            "ON CONFLICT (name) DO UPDATE SET value = "
+            "(CASE WHEN s.value ? 'mode' THEN '{}'::jsonb ELSE s.value END) || EXCLUDED.value",
+            (report.mode, json.dumps(value)),
         )
 
 
@@ -60,7 +73,7 @@ def background_check(
         report = verify(pg_dsn, driver, mapping, database, keep_drifts=0)
     else:
         report = verify_recent(pg_dsn, driver, mapping, since_seconds, stale_after_seconds, database)
-    publish(report)
+    publish(report, pg_dsn)
     record(pg_dsn, report)
     event(log, "drift_checked", mode=report.mode, seconds=round(report.seconds, 2), **report.totals())
     return report

@@ -9,33 +9,26 @@ current batch rolls back, its events stay queued, and the command reports the er
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import random
-import re
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import psycopg
-from neo4j.exceptions import (
-    ConnectionPoolError,
-    IncompleteCommit,
-    ServiceUnavailable,
-    SessionExpired,
-    TransientError,
-)
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 
 from pg2neo.errors import SchemaDriftError, is_transient
-from pg2neo.logs import event, get_logger
+from pg2neo.logs import event, get_logger, redact
 from pg2neo.runtime.engine import BatchResult, Engine
+from pg2neo.runtime.failures import TRANSIENT
+from pg2neo.runtime.schema_watch import SchemaChanged, SchemaWatch
+from pg2neo.runtime.status import LAG_SECONDS, QUEUE_DEPTH, UP, Heartbeat, Monitor, queue_state
+
+__all__ = ["LAG_SECONDS", "QUEUE_DEPTH", "UP", "Heartbeat", "Stopper", "queue_state", "run_service", "run_snapshot"]
 
 T = TypeVar("T")
 
@@ -45,42 +38,12 @@ EVENTS = Counter("pg2neo_applied_events", "Queued changes applied to Neo4j")
 BATCHES = Counter("pg2neo_batches", "Batches committed to Neo4j", ["kind"])
 RETRIES = Counter("pg2neo_retries", "Transient failures retried")
 DEAD_LETTERS = Counter("pg2neo_dead_letters", "Rows sent to the dead-letter table")
-QUEUE_DEPTH = Gauge("pg2neo_queue_depth", "Changes waiting in the queue")
-LAG_SECONDS = Gauge("pg2neo_lag_seconds", "Age of the oldest unapplied change")
-UP = Gauge("pg2neo_servers_reachable", "1 when both servers answer, 0 while waiting for them")
 
 AUDIT_PRUNE_EVERY = 3600.0  # seconds between deletions of audit rows older than the retention
-
-# ServiceUnavailable covers a refused or dropped Bolt connection and IncompleteCommit (replaying is idempotent);
-# psycopg's OperationalError covers lost connections, admin shutdown, deadlocks and serialization failures.
-TRANSIENT: tuple[type[BaseException], ...] = (
-    ServiceUnavailable,
-    SessionExpired,
-    IncompleteCommit,
-    ConnectionPoolError,
-    TransientError,
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    ConnectionError,
-    TimeoutError,
-)
-
-_SECRETS = (
-    re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE),
-    re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)"),
-)
-
 
 def transient(exc: BaseException) -> bool:
     """True for failures worth waiting out; a Neo4j ClientError (constraint, unstorable value) is permanent."""
     return is_transient(exc) or isinstance(exc, TRANSIENT)
-
-
-def redact(text: str) -> str:
-    """Remove passwords from a message that may quote a connection string."""
-    for pattern in _SECRETS:
-        text = pattern.sub(lambda m: m.group(1) + "***" + (m.group(3) if m.lastindex == 3 else ""), text)
-    return text
 
 
 class Stopper:
@@ -88,10 +51,12 @@ class Stopper:
 
     def __init__(self) -> None:
         self.event = threading.Event()
+        self.reason = ""
 
     def install(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:
             event(log, "stopping", signal=signal.Signals(signum).name)
+            self.reason = f"stopped by {signal.Signals(signum).name}"
             self.event.set()
 
         signal.signal(signal.SIGTERM, handler)
@@ -117,56 +82,6 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
-
-
-class Heartbeat:
-    """What the service is doing, kept in `pg2neo.state` (row `service:<host>:<pid>`) for `pg2neo status`.
-
-    Best effort, on its own short-lived connection: while PostgreSQL is away nothing can be recorded, and a write
-    that fails is skipped (the next one repeats it). `status` calls a service whose heartbeat is older than
-    STALE_AFTER seconds not responding.
-    """
-
-    EVERY = 5.0
-    STALE_AFTER = 30.0
-
-    def __init__(self, pg_dsn: str) -> None:
-        self.pg_dsn = pg_dsn
-        self.name = f"service:{socket.gethostname()}:{os.getpid()}"
-        self.state = "starting"
-        self.detail = ""
-        self.since = time.time()
-        self._written = 0.0
-
-    def set(self, state: str, detail: str = "") -> None:
-        if state != self.state:
-            self.state, self.detail, self.since = state, detail, time.time()
-            self.beat(force=True)
-
-    def beat(self, force: bool = False) -> None:
-        if not force and time.monotonic() - self._written < self.EVERY:
-            return
-        self._written = time.monotonic()
-        self._write({"state": self.state, "detail": self.detail, "since": self.since, "pid": os.getpid()})
-
-    def _write(self, value: dict[str, Any]) -> None:
-        try:
-            with psycopg.connect(self.pg_dsn, autocommit=True, connect_timeout=3, application_name="pg2neo-hb") as c:
-                c.execute(
-                    "INSERT INTO pg2neo.state (name, value) VALUES (%s, %s::jsonb || jsonb_build_object("
-                    "'heartbeat', extract(epoch FROM clock_timestamp()))) "
-                    "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-                    (self.name, json.dumps(value)),
-                )
-        except psycopg.Error:
-            pass  # PostgreSQL is away: nothing to record it in; the retry loop logs the outage
-
-    def clear(self) -> None:
-        try:
-            with psycopg.connect(self.pg_dsn, autocommit=True, connect_timeout=3) as c:
-                c.execute("DELETE FROM pg2neo.state WHERE name = %s", (self.name,))
-        except psycopg.Error:
-            pass  # left behind, it turns stale and `status` says the service is not responding
 
 
 def with_retries(
@@ -236,16 +151,50 @@ def run_service(
     until_empty: bool = False,
     on_idle: Callable[[], None] | None = None,
     audit_retention_days: int = 30,
+    schema_interval: float | None = 5.0,
+    monitor_every: float = 2.0,
 ) -> int:
     """Apply queued changes until stopped (or, with until_empty, until the queue is drained). Returns events.
 
-    Schema drift (and any other permanent error) is raised after logging `schema_drift`: queued events stay.
+    Beside the loop, a `Monitor` keeps the queue gauges and the servers' reachability true while a batch is stuck,
+    and a `SchemaWatch` (every `schema_interval` s, None: off) stops the loop between batches with `SchemaChanged`
+    when a mapped table changed in a way the capture misses. Schema drift (and any other permanent error) is raised
+    after logging it: queued events stay. A service that stops for an error or a signal leaves its row in
+    `pg2neo.state` saying why (`pg2neo status` shows it for an hour); one that ends cleanly removes it.
     """
     heartbeat = Heartbeat(engine.pg_dsn)
+    watch = None if schema_interval is None else SchemaWatch(engine.pg_dsn, engine.mapping, schema_interval)
+    if watch is not None:
+        try:
+            _check_schema(watch)  # the baseline first: the sooner it is taken, the less DDL can slip in before it
+        except SchemaChanged as exc:
+            heartbeat.set("stopped", stop_reason(exc))
+            raise
+    heartbeat.start()
+    monitor = Monitor(engine.pg_dsn, engine.writer.driver, engine.writer.database, heartbeat, monitor_every)
+    monitor.start()
     try:
-        return _service_loop(engine, stopper, poll_interval, until_empty, on_idle, audit_retention_days, heartbeat)
-    finally:
+        applied = _service_loop(
+            engine, stopper, poll_interval, until_empty, on_idle, audit_retention_days, heartbeat, watch
+        )
+    except BaseException as exc:
+        monitor.stop()
+        heartbeat.set("stopped", stop_reason(exc))
+        raise
+    monitor.stop()
+    if stopper.reason:
+        heartbeat.set("stopped", stopper.reason)
+    else:
         heartbeat.clear()
+    return applied
+
+
+def stop_reason(exc: BaseException) -> str:
+    if isinstance(exc, SchemaChanged):
+        return "schema changed: " + "; ".join(f"{c.table}: {c.kind}" for c in exc.changes)
+    if isinstance(exc, SchemaDriftError):
+        return f"schema drift: {exc}"[:500]
+    return f"{type(exc).__name__}: {redact(str(exc))}"[:500]
 
 
 def _service_loop(
@@ -256,28 +205,27 @@ def _service_loop(
     on_idle: Callable[[], None] | None,
     audit_retention_days: int,
     heartbeat: Heartbeat,
+    watch: SchemaWatch | None,
 ) -> int:
     applied = 0
-    last_gauges = 0.0
     last_prune: float | None = None
     while not stopper.stopped:
         if last_prune is None or time.monotonic() - last_prune > AUDIT_PRUNE_EVERY:
             last_prune = time.monotonic()
             _prune_audit(engine, audit_retention_days)
+        if watch is not None:
+            _check_schema(watch)  # between batches: a batch never stops half-way for it
         try:
             result = with_retries(engine, stopper, engine.apply_next, heartbeat)
         except SchemaDriftError as exc:
+            if watch is not None and not isinstance(exc, SchemaChanged):
+                _check_schema(watch, force=True)  # a table that changed since the last check: say what changed
             event(log, "schema_drift", logging.ERROR, detail=str(exc))
-            heartbeat.set("stopped", f"schema drift: {exc}"[:500])
             raise
         heartbeat.beat()
         if isinstance(result, BatchResult):
             record(result)
             applied += result.events
-        now = time.monotonic()
-        if now - last_gauges > 5 or result is None:
-            last_gauges = now
-            _update_gauges(engine)
         if result is None:
             if until_empty:
                 break
@@ -285,6 +233,17 @@ def _service_loop(
                 on_idle()
             stopper.sleep(poll_interval)
     return applied
+
+
+def _check_schema(watch: SchemaWatch, force: bool = False) -> None:
+    try:
+        watch.check(force)
+    except SchemaChanged:
+        raise
+    except Exception as exc:
+        if not transient(exc):
+            raise
+        # PostgreSQL is away: the apply loop waits for it, and the next check compares again
 
 
 def _prune_audit(engine: Engine, retention_days: int) -> None:
@@ -296,23 +255,6 @@ def _prune_audit(engine: Engine, retention_days: int) -> None:
         return  # the servers are away; the loop's retries will wait for them, pruning comes next time
     if removed:
         event(log, "audit_pruned", rows=removed, retention_days=retention_days)
-
-
-def _update_gauges(engine: Engine) -> None:
-    try:
-        depth, lag = queue_state(engine.conn)
-    except psycopg.Error:
-        return
-    QUEUE_DEPTH.set(depth)
-    LAG_SECONDS.set(lag)
-
-
-def queue_state(conn: psycopg.Connection[Any]) -> tuple[int, float]:
-    row = conn.execute(
-        "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(enqueued_at)), 0) FROM pg2neo.changes"
-    ).fetchone()
-    assert row is not None
-    return int(row[0]), float(row[1])
 
 
 def run_snapshot(engine: Engine, stopper: Stopper, on_page: Callable[[str, BatchResult], None]) -> int:
