@@ -363,3 +363,18 @@ def test_a_refused_write_is_reported_and_a_repair_that_did_not_take_is_not_succe
 def _drain_engine(engine: Engine) -> None:
     while engine.apply_next():
         pass
+
+
+def test_verify_tells_its_progress(people: Db, pg_dsn: str) -> None:
+    conn, driver, mapping = people
+    conn.execute("INSERT INTO people SELECT g, 'p' || g FROM generate_series(1, 12000) g")
+    conn.execute("ANALYZE people")
+    drain(pg_dsn, driver, mapping)
+    told: list[tuple[str, int, int]] = []
+    report = verify(pg_dsn, driver, mapping, progress=lambda what, done, estimate: told.append((what, done, estimate)))
+    assert report.drift_total == 0
+    pg = [t for t in told if t[0] == "public.people in PostgreSQL"]
+    neo = [t for t in told if t[0] == ":Person in Neo4j"]
+    assert [done for _, done, _ in pg] == [0, 5000, 10000, 12000]
+    assert [done for _, done, _ in neo] == [0, 5000, 10000, 12000]
+    assert all(estimate >= 12000 for _, done, estimate in pg if done == 12000)

@@ -7,20 +7,50 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import psycopg
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pg2neo.cli.main import _context, app, console, fail
 from pg2neo.errors import Pg2NeoError, ReconcileError
 from pg2neo.reconcile import conflicts, repair
 from pg2neo.reconcile.background import background_check
-from pg2neo.reconcile.verify import KINDS, VerifyReport, verify
+from pg2neo.reconcile.verify import KINDS, ProgressFn, VerifyReport, verify
 
 conflicts_app = typer.Typer(help="Conflicts recorded by `reconcile --policy manual`.", no_args_is_help=True)
 app.add_typer(conflicts_app, name="conflicts")
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[ProgressFn | None]:
+    """A progress bar per table and side on stderr while verify reads (only on a terminal: logs and pipes stay
+    clean)."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    bars = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,} of ~{task.total:,}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def tell(what: str, done: int, estimate: int) -> None:
+        if what not in tasks:
+            tasks[what] = bars.add_task(what, total=max(estimate, 1))
+        bars.update(tasks[what], completed=done, total=max(estimate, done, 1))
+
+    with bars:
+        yield tell
 
 
 def _print_report(report: VerifyReport) -> None:
@@ -60,7 +90,15 @@ def verify_command(
     ctx = _context()
     try:
         if since is None:
-            report = verify(ctx.connections.pg_dsn, ctx.driver, ctx.mapping, ctx.connections.neo4j_database, samples)
+            with _progress(not as_json) as progress:
+                report = verify(
+                    ctx.connections.pg_dsn,
+                    ctx.driver,
+                    ctx.mapping,
+                    ctx.connections.neo4j_database,
+                    samples,
+                    progress=progress,
+                )
         else:
             report = background_check(
                 ctx.connections.pg_dsn, ctx.driver, ctx.mapping, since, stale_after, ctx.connections.neo4j_database
@@ -96,7 +134,10 @@ def reconcile_command(
 
     try:
         repair.decider_for(policy)  # an unknown policy fails before the scan
-        report = verify(ctx.connections.pg_dsn, ctx.driver, ctx.mapping, ctx.connections.neo4j_database)
+        with _progress(not as_json) as progress:
+            report = verify(
+                ctx.connections.pg_dsn, ctx.driver, ctx.mapping, ctx.connections.neo4j_database, progress=progress
+            )
         result = repair.reconcile(
             ctx.connections.pg_dsn,
             ctx.driver,

@@ -13,9 +13,9 @@ read back (never the stored `_pg2neo_hash`), so a tampered property is found.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from neo4j import Driver
@@ -301,6 +301,26 @@ def _count_collisions(report: ScopeReport, repeated: list[tuple[str, ...]], samp
         report.collision_samples.append(list(identity))
 
 
+ProgressFn = Callable[[str, int, int], None]
+T = TypeVar("T")
+
+
+def _silent(what: str, done: int, estimate: int) -> None:
+    pass
+
+
+def _counted(items: Iterable[T], tell: ProgressFn, what: str, estimate: int) -> Iterator[T]:
+    """The items, telling `tell` every FETCH_ROWS of them and at the end."""
+    done = 0
+    tell(what, 0, estimate)
+    for item in items:
+        yield item
+        done += 1
+        if done % FETCH_ROWS == 0:
+            tell(what, done, estimate)
+    tell(what, done, max(done, estimate))
+
+
 def _table_rows(conn: psycopg.Connection[Any], entry: NodeTable | JoinTable) -> int:
     row = conn.execute(
         "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = %s::regclass", (entry.table,)
@@ -315,8 +335,12 @@ def verify(
     database: str = "neo4j",
     samples: int = 5,
     keep_drifts: int = 1_000_000,
+    progress: ProgressFn | None = None,
 ) -> VerifyReport:
-    """Full comparison of every scope. `drifts` lists every difference found (up to keep_drifts) for repair."""
+    """Full comparison of every scope. `drifts` lists every difference found (up to keep_drifts) for repair.
+
+    `progress(what, done, estimate)` is told how far each read has got (every FETCH_ROWS items)."""
+    tell: ProgressFn = progress or _silent
     started = time.monotonic()
     builder = BatchBuilder(mapping)
     scopes = scopes_of(mapping)
@@ -327,15 +351,18 @@ def verify(
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         for entry in mapping.entries:
             mine = [s for s in scopes if s.entry is entry]
-            size = bucket_count(_table_rows(conn, entry))
+            estimate = _table_rows(conn, entry)
+            size = bucket_count(estimate)
             pg_b = [Buckets(size) for _ in mine]
-            for slot, identity, content in pg_items(conn, mapping, builder, entry):
+            what = f"{entry.table} in PostgreSQL"
+            for slot, identity, content in _counted(pg_items(conn, mapping, builder, entry), tell, what, estimate):
                 pg_b[slot].add(identity, content)
             scope_reports: list[ScopeReport] = []
             wanted: list[set[int]] = []
             for slot, scope in enumerate(mine):
                 neo_b = Buckets(size)
-                for identity, content in neo4j_items(driver, database, scope):
+                what = f"{scope.name} in Neo4j"
+                for identity, content in _counted(neo4j_items(driver, database, scope), tell, what, estimate):
                     neo_b.add(identity, content)
                 scope_reports.append(ScopeReport(scope.name, scope.kind, pg_b[slot].items, neo_b.items, size))
                 wanted.append(pg_b[slot].differing(neo_b))
