@@ -41,6 +41,7 @@ DEAD_LETTERS = Counter("pg2neo_dead_letters", "Rows sent to the dead-letter tabl
 
 AUDIT_PRUNE_EVERY = 3600.0  # seconds between deletions of audit rows older than the retention
 
+
 def transient(exc: BaseException) -> bool:
     """True for failures worth waiting out; a Neo4j ClientError (constraint, unstorable value) is permanent."""
     return is_transient(exc) or isinstance(exc, TRANSIENT)
