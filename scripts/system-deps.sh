@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what pg2neo's local stack needs from Debian's packages, only when it is missing:
-# PostgreSQL 15 (server, contrib, pgbench), Java 17 and Maven (to fetch Neo4j from Maven Central).
+# PostgreSQL 15 (server, contrib, pgbench), Java 17 and Maven (to fetch Neo4j from Maven Central), and Chromium
+# for the web console's browser tests (driven by Playwright with this system browser; nothing downloads its own).
 set -euo pipefail
 need=()
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15 postgresql-client-15)
@@ -8,6 +9,9 @@ need=()
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3-venv)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+# A font, or the screenshots of the console show boxes for letters.
+[ -n "$(fc-list 2>/dev/null | head -n 1)" ] || need+=(fonts-dejavu-core)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

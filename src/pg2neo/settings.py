@@ -71,6 +71,14 @@ class DevSettings(BaseModel):
     pg_shared_buffers: str = "512MB"
 
 
+class ConsoleSettings(BaseModel):
+    """The web console (`pg2neo console`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: SecretStr | None = None  # required when bound beyond loopback; generated and printed once if unset
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
 
@@ -80,6 +88,7 @@ class Settings(BaseSettings):
     apply: ApplySettings = ApplySettings()
     dev: DevSettings = DevSettings()
     check: CheckSettings = CheckSettings()
+    console: ConsoleSettings = ConsoleSettings()
     metrics_port: int | None = None
     audit_retention_days: int = Field(default=30, ge=1)
 
@@ -167,4 +176,6 @@ def load_settings() -> Settings:
         ) from None
     if settings.neo4j.password is not None:  # also given as JSON in PG2NEO_NEO4J
         logs.add_secret(settings.neo4j.password.get_secret_value())
+    if settings.console.token is not None:
+        logs.add_secret(settings.console.token.get_secret_value())
     return settings

@@ -227,8 +227,15 @@ def conflicts_resolve(
             pass
 
     try:
-        repair.resolve_conflict(
-            ctx.connections.pg_dsn, ctx.driver, ctx.mapping, conflict_id, take, drain, ctx.connections.neo4j_database
+        conflicts.resolve_and_record(
+            ctx.connections.pg_dsn,
+            ctx.driver,
+            ctx.mapping,
+            conflict_id,
+            take,
+            drain,
+            ctx.connections.neo4j_database,
+            by="cli",
         )
     except Pg2NeoError as exc:
         raise fail(exc) from exc

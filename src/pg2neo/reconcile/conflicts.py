@@ -1,19 +1,30 @@
 """The `pg2neo.conflicts` table: drift items the manual policy leaves to a person (`pg2neo conflicts ...`).
 
 Created here on first use (CREATE TABLE IF NOT EXISTS), not by `pg2neo init`. One open row per scope and
-identity; `resolve` (in repair.py) rewrites one side from the other and stamps `resolved_at` and `resolution`.
+identity; `resolve_conflict` (in repair.py) rewrites one side from the other and stamps `resolved_at` and
+`resolution`. `resolve_and_record` is how a person resolves one (`pg2neo conflicts resolve`, the web console): it
+also writes the resolution into the audit trail (`pg2neo.audit`, kind `conflict_resolved`).
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
+from pg2neo.errors import ReconcileError
+
 if TYPE_CHECKING:
+    from neo4j import Driver
+
+    from pg2neo.mapping.plan import Mapping
     from pg2neo.reconcile.repair import Conflict
+
+AUDIT_KIND = "conflict_resolved"
 
 CONFLICTS_DDL = """
 CREATE TABLE IF NOT EXISTS pg2neo.conflicts (
@@ -78,3 +89,45 @@ def list_conflicts(conn: psycopg.Connection[Any], include_resolved: bool = False
 
 def get_conflict(conn: psycopg.Connection[Any], conflict_id: int) -> dict[str, Any] | None:
     return next((c for c in list_conflicts(conn, True) if c["id"] == conflict_id), None)
+
+
+def record_resolution(
+    conn: psycopg.Connection[Any], conflict_id: int, take: str, by: str, duration_seconds: float = 0.0
+) -> None:
+    """Mark the conflict resolved (if `resolve_conflict` has not yet) and add its row to the audit trail, in one
+    transaction: the audit row names the conflict, its scope and identity, the side taken and who took it."""
+    with conn.transaction():
+        row = conn.execute(
+            "UPDATE pg2neo.conflicts SET resolved_at = coalesce(resolved_at, now()), resolution = %s WHERE id = %s "
+            "RETURNING scope, kind, identity",
+            (take, conflict_id),
+        ).fetchone()
+        if row is None:
+            raise ReconcileError(f"no conflict with id {conflict_id}")
+        counts = {"conflict_id": conflict_id, "scope": row[0], "kind": row[1], "identity": row[2], "take": take}
+        conn.execute(
+            "INSERT INTO pg2neo.audit (kind, started_at, events, counts, duration_ms, outcome) "
+            "VALUES (%s, clock_timestamp() - make_interval(secs => %s), 1, %s, %s, %s)",
+            (AUDIT_KIND, duration_seconds, Jsonb({**counts, "by": by}), duration_seconds * 1000, f"took {take}"),
+        )
+
+
+def resolve_and_record(
+    pg_dsn: str,
+    driver: Driver,
+    mapping: Mapping,
+    conflict_id: int,
+    take: str,
+    drain: Callable[[], None],
+    database: str = "neo4j",
+    by: str = "cli",
+) -> Conflict:
+    """Settle one conflict with the chosen side's current state (`repair.resolve_conflict`), then record the
+    resolution in the audit trail (`record_resolution`). `by` says who resolved it: "cli", "console"."""
+    from pg2neo.reconcile.repair import resolve_conflict  # repair imports this module
+
+    started = time.monotonic()
+    conflict = resolve_conflict(pg_dsn, driver, mapping, conflict_id, take, drain, database)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        record_resolution(conn, conflict_id, take, by, time.monotonic() - started)
+    return conflict

@@ -246,6 +246,10 @@ def queue_state(conn: psycopg.Connection[Any]) -> tuple[int, float]:
 # -- `pg2neo status` -----------------------------------------------------------------------------------------------
 
 
+# Audit rows that are batches (the audit also records other acts, e.g. a conflict resolved).
+BATCH_KINDS = ["changes", "snapshot", "truncate"]
+
+
 def status_report(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     queue = conn.execute(
         "SELECT count(*), extract(epoch FROM clock_timestamp() - min(enqueued_at)), min(seq), max(seq) "
@@ -254,12 +258,15 @@ def status_report(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     assert queue is not None
     minute = conn.execute(
         "SELECT coalesce(sum(events) FILTER (WHERE kind = 'changes'), 0), count(*) FROM pg2neo.audit "
-        "WHERE finished_at > clock_timestamp() - interval '60 seconds'"
+        "WHERE finished_at > clock_timestamp() - interval '60 seconds' AND kind = ANY(%s)",
+        (BATCH_KINDS,),
     ).fetchone()
     assert minute is not None
     dead = conn.execute("SELECT count(*) FROM pg2neo.dead_letters").fetchone()
     last = conn.execute(
-        "SELECT kind, finished_at, events, counts, duration_ms, last_seq FROM pg2neo.audit ORDER BY id DESC LIMIT 1"
+        "SELECT kind, finished_at, events, counts, duration_ms, last_seq FROM pg2neo.audit "
+        "WHERE kind = ANY(%s) ORDER BY id DESC LIMIT 1",
+        (BATCH_KINDS,),
     ).fetchone()
     services = conn.execute(
         "SELECT name, value, extract(epoch FROM clock_timestamp()) - (value->>'heartbeat')::float8 "
