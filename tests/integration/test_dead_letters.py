@@ -230,6 +230,7 @@ def test_audit_rows_and_retention(odd_db: OddDb, pg_dsn: str) -> None:
     kind, first_seq, last_seq, events, counts, attempts, outcome, duration_ms = rows[0]
     assert (kind, events, attempts, outcome) == ("changes", 6, 1, "applied")
     assert last_seq - first_seq == 5 and duration_ms > 0
+    assert (counts.pop("queue_depth"), counts.pop("lag_seconds")) == (0, 0)  # the queue it left: drained
     assert counts == {"Person:upsert": 4, "Person:delete": 1}
 
 

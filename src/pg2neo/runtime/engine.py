@@ -428,7 +428,8 @@ class Engine:
         conn.execute(
             "INSERT INTO pg2neo.audit (kind, started_at, first_seq, last_seq, events, counts, duration_ms, attempts, "
             "outcome, epoch) "
-            "VALUES (%s, clock_timestamp() - make_interval(secs => %s), %s, %s, %s, %s, %s, %s, %s, %s)",
+            "VALUES (%s, clock_timestamp() - make_interval(secs => %s), %s, %s, %s, %s::jsonb || " + QUEUE_AFTER + ", "
+            "%s, %s, %s, %s)",
             (
                 result.kind,
                 result.duration,
@@ -566,6 +567,16 @@ class Engine:
     def reset_snapshot(self) -> None:
         with self.conn.transaction():
             self.conn.execute("DELETE FROM pg2neo.snapshot_progress")
+
+
+# The queue a batch leaves behind, recorded in its audit row so that the console can chart depth and lag over the last
+# hour. Index lookups, not a count: the depth is the span of the waiting sequence numbers, exact while the queue drains
+# in order, an upper bound when a batch left gaps (a byte-bounded batch, a TRUNCATE applied alone).
+QUEUE_AFTER = (
+    "(SELECT jsonb_build_object('queue_depth', coalesce(max(seq) - min(seq) + 1, 0), 'lag_seconds', "
+    "coalesce(extract(epoch FROM clock_timestamp() - (SELECT enqueued_at FROM pg2neo.changes ORDER BY seq LIMIT 1)), "
+    "0)) FROM pg2neo.changes)"
+)
 
 
 def _next_epoch(conn: psycopg.Connection[Any]) -> int:
