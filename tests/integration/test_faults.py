@@ -494,30 +494,57 @@ def installed(pg_dsn: str, conn: psycopg.Connection[Any], driver: Driver, graph:
     return Synced(pg_dsn, conn, driver, mapping, graph)
 
 
+# Rows per snapshot page of the test below: `tenants` (2 rows) is one page, `users` (8 rows) three.
+KILLED_SNAPSHOT_PAGE_ROWS = 3
+
+
 def test_snapshot_sigkilled_then_resumed_under_load(pg_dsn: str, graph: Connections) -> None:
     """A `pg2neo snapshot` killed part-way resumes from its last committed page, and with the live changes queued
-    meanwhile the graph ends equal to the rows: nothing lost, nothing applied out of order."""
+    meanwhile the graph ends equal to the rows: nothing lost, nothing applied out of order.
+
+    The kill lands mid-table by construction, not by timing: an open Neo4j transaction of the test holds the
+    uniqueness lock of the first `User` of the snapshot's second `users` page (MERGEd, not committed), so that
+    page's write waits and the snapshot cannot get past it. `users` is the second table, and the load never
+    inserts or deletes users, so the held row is in that page whatever the load does."""
+    page = KILLED_SNAPSHOT_PAGE_ROWS
     with psycopg.connect(pg_dsn, autocommit=True) as conn, graph.driver() as driver:
         s = installed(pg_dsn, conn, driver, graph)
         mapping = s.mapping
-        env = service_env(s, PG2NEO_APPLY__SNAPSHOT_BATCH_ROWS="20")
+        users = mapping.node("public.users")
+        assert [e.table for e in mapping.entries][:2] == ["public.tenants", "public.users"]
+        assert users.key_columns == ("id",) and len(users.key_props) == 1
+        row = conn.execute("SELECT id FROM users ORDER BY id OFFSET %s LIMIT 1", (page,)).fetchone()
+        assert row is not None, "the demo data has more than one page of users"
+        env = service_env(s, PG2NEO_APPLY__SNAPSHOT_BATCH_ROWS=str(page))
         load = Load(pg_dsn, rate=40)
-        first = subprocess.Popen(
-            [sys.executable, "-m", "pg2neo", "snapshot"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        # Kill it once a few pages have committed and some table is still unfinished.
-        wait_for(
-            lambda: sum(n for n, _ in snapshot_progress(conn).values()) >= 200 or first.poll() is not None,
-            120,
-            "snapshot pages",
-        )
-        first.send_signal(signal.SIGKILL)
-        first.communicate(timeout=60)
-        assert first.returncode == -signal.SIGKILL
+        with driver.session() as session:
+            hold = session.begin_transaction()
+            try:
+                hold.run(f"MERGE (u:`{users.label}` {{`{users.key_props[0]}`: $id}})", id=str(row[0])).consume()
+                first = subprocess.Popen(
+                    [sys.executable, "-m", "pg2neo", "snapshot"],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                )
+                wait_for(
+                    lambda: snapshot_progress(conn).get(users.table, (0, False))[0] > 0 or first.poll() is not None,
+                    120,
+                    "the first page of users to commit",
+                )
+                assert first.poll() is None, "the snapshot ended before the kill"
+                first.send_signal(signal.SIGKILL)
+                out, _ = first.communicate(timeout=60)
+            finally:
+                hold.rollback()  # only after the kill: the held page must not commit before it
+        assert first.returncode == -signal.SIGKILL, out.decode(errors="replace")[-3000:]
         progress = snapshot_progress(conn)
-        assert progress and not all(done for _, done in progress.values()), progress
+        # Killed mid-table: the first table done, one page of the second, nothing of the later ones.
+        assert progress == {"public.tenants": (2, True), users.table: (page, False)}, progress
         loaded_before = sum(n for n, _ in progress.values())
 
+        # resumed with larger pages: only the last key and the rows done carry over, not the page size
+        env = service_env(s, PG2NEO_APPLY__SNAPSHOT_BATCH_ROWS="20")
         second = subprocess.run(
             [sys.executable, "-m", "pg2neo", "snapshot"], env=env, capture_output=True, timeout=600, check=False
         )

@@ -83,6 +83,7 @@ def _link_statement(table: NodeTable, rel: ForeignKeyRel) -> str:
     return (
         f"UNWIND $rows AS r\n"
         f"MATCH (n:{label} {_key_map(table.key_props, 'r.k')})\n"
+        f"WHERE {_guard('n')}\n"  # a node whose upsert the guard refused keeps its relationships too
         f"CALL (n, r) {{\n"
         f"  MATCH {pattern_old}\n"
         f"  WHERE r.t IS NULL OR NOT (x:{target} AND {same_target})\n"
@@ -112,7 +113,9 @@ def join_statements(table: JoinTable) -> JoinStatements:
         f"UNWIND $rows AS r\n"
         f"MATCH ()-[old:{rtype} {{{REL_KEY}: r.key}}]->()\n"
         f"WHERE r.a IS NULL OR NOT ({same_ends})\n"
-        f"DELETE old"
+        f"WITH old, {_guard('old')} AS ok\n"
+        f"CALL (old, ok) {{ WITH old WHERE ok DELETE old }}\n"
+        f"RETURN count(CASE WHEN NOT ok THEN old END) AS refused"
     )
     upsert = (
         f"UNWIND $rows AS r\n"

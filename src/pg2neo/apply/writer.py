@@ -97,12 +97,13 @@ class GraphWriter:
         for table, writes in batch.nodes.items():
             for statement, links in zip(self.node_cypher[table].links, writes.links, strict=True):
                 for link_rows in chunks(links):
-                    tx.run(statement, rows=link_rows).consume()
+                    tx.run(statement, rows=link_rows, **common).consume()
         for table, joins in batch.joins.items():
             clear = [{"key": k, "a": None, "b": None} for k in joins.deletes]
             clear += [{"key": u["key"], "a": u["a"], "b": u["b"]} for u in joins.upserts]
             for clear_rows in chunks(clear):
-                tx.run(self.join_cypher[table].clear, rows=clear_rows).consume()
+                record = tx.run(self.join_cypher[table].clear, rows=clear_rows, **common).single()
+                _count(refused, joins.table.type, 0 if record is None else int(record["refused"]))
             for join_rows in chunks(joins.upserts):
                 record = tx.run(self.join_cypher[table].upsert, rows=join_rows, **common).single()
                 _count(refused, joins.table.type, len(join_rows) - (0 if record is None else int(record["applied"])))
