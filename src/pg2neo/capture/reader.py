@@ -47,6 +47,8 @@ PINNED_SETTINGS = {
     "bytea_output": "hex",
 }
 PINNED_SETTINGS_SQL = "; ".join(f"SET {name} = '{value}'" for name, value in PINNED_SETTINGS.items())
+# The same for one transaction of a connection that is not pg2neo's own (strict mode reads in the application's).
+PINNED_SETTINGS_LOCAL_SQL = "; ".join(f"SET LOCAL {name} = '{value}'" for name, value in PINNED_SETTINGS.items())
 
 
 def prepare_connection(conn: psycopg.Connection[Any]) -> None:

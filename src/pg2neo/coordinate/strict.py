@@ -33,7 +33,7 @@ from psycopg.pq import TransactionStatus
 
 from pg2neo.apply.writer import GraphWriter
 from pg2neo.capture.outbox_sql import APPLY_LOCK_KEY
-from pg2neo.capture.reader import _LENIENT, by_keys_query
+from pg2neo.capture.reader import _LENIENT, PINNED_SETTINGS_LOCAL_SQL, by_keys_query
 from pg2neo.coordinate.protocol import (
     MARKER_CONSTRAINT,
     MARKER_CREATE,
@@ -203,8 +203,9 @@ class StrictCoordinator:
         with conn.cursor() as cur:
             for name, loader in _LENIENT.items():
                 cur.adapters.register_loader(name, loader)
-            cur.execute("SET LOCAL intervalstyle = 'iso_8601'")
-            cur.execute("SET LOCAL TIME ZONE 'UTC'")
+            # every setting that decides how a key prints as text, as the triggers and the applier have them: under
+            # the application's own DateStyle or bytea_output a key would not match and be taken for a delete
+            cur.execute(PINNED_SETTINGS_LOCAL_SQL)
             cur.execute(
                 "SELECT pg_advisory_xact_lock(%s), nextval('pg2neo.epoch')",
                 (APPLY_LOCK_KEY,),
