@@ -27,6 +27,7 @@ from pg2neo.runtime.connections import Connections
 from pg2neo.runtime.engine import Engine
 from pg2neo.runtime.service import Stopper, run_service
 from pg2neo.settings import ApplySettings
+from syncing import drain
 
 pytestmark = pytest.mark.integration
 
@@ -73,14 +74,6 @@ def odd_db(pg_dsn: str, graph: Connections, tmp_path: Path) -> Iterator[OddDb]:
         mapping = load_mapping(path, conn)
         install.init(conn, driver, mapping)
         yield conn, driver, mapping
-
-
-def drain(pg_dsn: str, driver: Driver, mapping: Mapping, batch_rows: int = 5000) -> None:
-    engine = Engine(pg_dsn, driver, mapping, ApplySettings(batch_rows=batch_rows))
-    try:
-        run_service(engine, Stopper(), 0.05, until_empty=True)
-    finally:
-        engine.close()
 
 
 def dead_letters(conn: psycopg.Connection[Any]) -> dict[tuple[str, int], tuple[str, str, int]]:

@@ -31,8 +31,8 @@ from pg2neo.reconcile.verify import verify
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
 from pg2neo.runtime.engine import Engine
-from pg2neo.runtime.service import Stopper, run_service, run_snapshot
 from pg2neo.settings import ApplySettings
+from syncing import drain, snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -46,22 +46,6 @@ def setup_db(conn: psycopg.Connection[Any], driver: Driver, tmp_path: Path, sche
     loaded = load_mapping(path, conn)
     install.init(conn, driver, loaded)
     return loaded
-
-
-def drain(pg_dsn: str, driver: Driver, mapping: Mapping, batch_rows: int = 5000) -> None:
-    engine = Engine(pg_dsn, driver, mapping, ApplySettings(batch_rows=batch_rows))
-    try:
-        run_service(engine, Stopper(), 0.05, until_empty=True)
-    finally:
-        engine.close()
-
-
-def snapshot(pg_dsn: str, driver: Driver, mapping: Mapping, page_rows: int = 1000) -> None:
-    engine = Engine(pg_dsn, driver, mapping, ApplySettings(snapshot_batch_rows=page_rows))
-    try:
-        run_snapshot(engine, Stopper(), lambda *_: None)
-    finally:
-        engine.close()
 
 
 def dead_keys(conn: psycopg.Connection[Any]) -> dict[tuple[str, tuple[str, ...]], str]:

@@ -147,14 +147,19 @@ def by_keys_query(mapping: Mapping, entry: NodeTable | JoinTable) -> sql.Compose
     )
 
 
+def _after(entry: NodeTable | JoinTable, after: bool) -> tuple[sql.Composable, sql.Composable]:
+    """The key columns in order, and the keyset condition `(key) > (last key)` when paging `after` a key."""
+    cols = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in entry.key_columns)
+    if not after:
+        return cols, sql.SQL("")
+    values = sql.SQL(", ").join(sql.SQL("%s::{}").format(sql.SQL(t)) for t in entry.key_types)
+    return cols, sql.SQL("WHERE ({}) > ({})").format(cols, values)
+
+
 def page_query(mapping: Mapping, entry: NodeTable | JoinTable, after: bool) -> sql.Composed:
     """The next page of rows in key order (keyset pagination); parameters: the last key's values (if `after`), limit."""
     fields, joins = _base_query(mapping, entry)
-    cols = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in entry.key_columns)
-    where: sql.Composable = sql.SQL("")
-    if after:
-        values = sql.SQL(", ").join(sql.SQL("%s::{}").format(sql.SQL(t)) for t in entry.key_types)
-        where = sql.SQL("WHERE ({}) > ({})").format(cols, values)
+    cols, where = _after(entry, after)
     return sql.SQL("SELECT {fields} FROM {table} AS t {joins} {where} ORDER BY {cols} LIMIT %s").format(
         fields=sql.SQL(", ").join(fields),
         table=sql.Identifier(entry.schema, entry.name),
@@ -167,11 +172,7 @@ def page_query(mapping: Mapping, entry: NodeTable | JoinTable, after: bool) -> s
 def page_keys_query(entry: NodeTable | JoinTable, after: bool) -> sql.Composed:
     """The keys alone of the page `page_query` reads (same parameters): used when a row of the page cannot be read,
     to read the page's rows by key and isolate the bad one."""
-    cols = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in entry.key_columns)
-    where: sql.Composable = sql.SQL("")
-    if after:
-        values = sql.SQL(", ").join(sql.SQL("%s::{}").format(sql.SQL(t)) for t in entry.key_types)
-        where = sql.SQL("WHERE ({}) > ({})").format(cols, values)
+    cols, where = _after(entry, after)
     return sql.SQL("SELECT {key} FROM {table} AS t {where} ORDER BY {cols} LIMIT %s").format(
         key=_key_text("t", entry.key_columns),
         table=sql.Identifier(entry.schema, entry.name),

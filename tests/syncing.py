@@ -1,0 +1,28 @@
+"""Helpers for integration tests that sync a database in-process: drain the queue, load a snapshot."""
+
+from __future__ import annotations
+
+from neo4j import Driver
+
+from pg2neo.mapping.plan import Mapping
+from pg2neo.runtime.engine import Engine
+from pg2neo.runtime.service import Stopper, run_service, run_snapshot
+from pg2neo.settings import ApplySettings
+
+
+def drain(pg_dsn: str, driver: Driver, mapping: Mapping, batch_rows: int = 5000) -> None:
+    """Apply the queue until it is empty, as `pg2neo run --until-empty` does."""
+    engine = Engine(pg_dsn, driver, mapping, ApplySettings(batch_rows=batch_rows))
+    try:
+        run_service(engine, Stopper(), 0.05, until_empty=True)
+    finally:
+        engine.close()
+
+
+def snapshot(pg_dsn: str, driver: Driver, mapping: Mapping, page_rows: int = 1000) -> None:
+    """Load every mapped table's rows, as `pg2neo snapshot` does."""
+    engine = Engine(pg_dsn, driver, mapping, ApplySettings(snapshot_batch_rows=page_rows))
+    try:
+        run_snapshot(engine, Stopper(), lambda *_: None)
+    finally:
+        engine.close()
