@@ -154,3 +154,34 @@ def test_key_from_text_matches_the_converted_key(kind: ValueKind, text: str, exp
 def test_key_from_text_timestamptz_is_aware() -> None:
     got = key_from_text(col(ValueKind.TIMESTAMPTZ), "2024-01-02 03:04:05.5+00")
     assert got == dt.datetime(2024, 1, 2, 3, 4, 5, 500_000, tzinfo=dt.UTC)
+
+
+def test_a_dead_letter_names_every_bad_column_not_only_the_first() -> None:
+    from pg2neo.mapping.convert import UnstorableRow
+
+    convert = row_converter((col(ValueKind.DATE, "born"), col(ValueKind.TEXT, "name"), col(ValueKind.NUMERIC, "n")))
+    with pytest.raises(UnstorableRow) as caught:
+        convert((OutOfRange("infinity"), "ok", Decimal("1e400")))
+    assert [f.column for f in caught.value.failures] == ["born", "n"]
+    assert "`born`" in str(caught.value) and "`n`" in str(caught.value)
+
+
+def test_a_numeric_beyond_float_is_refused_not_stored_as_infinity() -> None:
+    with pytest.raises(UnstorableValue, match="beyond the range of a Neo4j Float"):
+        converter(col(ValueKind.NUMERIC))(Decimal("1e400"))
+    assert converter(col(ValueKind.NUMERIC))(Decimal("NaN")) != converter(col(ValueKind.NUMERIC))(Decimal("NaN"))
+    assert math.isinf(converter(col(ValueKind.FLOAT))(float("inf")))
+
+
+def test_a_converter_that_chokes_is_this_rows_failure_named_by_its_column() -> None:
+    from pg2neo.mapping.convert import UnstorableRow
+
+    convert = row_converter((col(ValueKind.INTERVAL, "span"),))
+    with pytest.raises(UnstorableRow) as caught:
+        convert(("not an interval",))
+    assert caught.value.failures[0].column == "span" and "cannot be converted" in str(caught.value)
+
+
+def test_timetz_packs_with_a_fixed_offset_the_driver_accepts() -> None:
+    value = converter(col(ValueKind.TIMETZ))(dt.time(12, 0, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30))))
+    assert value.tzinfo is not None and value.tzinfo.utcoffset(value) == dt.timedelta(hours=5, minutes=30)
