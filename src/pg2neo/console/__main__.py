@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import typer
+import sys
 
-from pg2neo.cli.console_cmd import console
+# Through the whole CLI (settings, logging, error handling), and so that `cli.main` is imported before the console
+# command it registers.
+from pg2neo.cli.main import app
 
 if __name__ == "__main__":
-    typer.run(console)
+    app(["console", *sys.argv[1:]], prog_name="pg2neo")
