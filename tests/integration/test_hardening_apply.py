@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from neo4j import Driver
 from psycopg import sql
 
+from pg2neo.errors import ReconcileError
 from pg2neo.mapping.plan import Mapping
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.reconcile import repair
@@ -342,6 +343,19 @@ def test_a_refused_write_is_reported_and_a_repair_that_did_not_take_is_not_succe
     finally:
         engine.close()
     assert result.errors and "did not take effect" in result.errors[0]
+
+    # the same through a recorded conflict resolved by hand: refused, and the conflict stays open
+    manual = repair.reconcile(pg_dsn, driver, mapping, report.drifts, "manual", lambda: None, apply=True)
+    assert manual.conflicts_recorded == 1
+    conflict_id = conn.execute("SELECT id FROM pg2neo.conflicts WHERE resolved_at IS NULL").fetchone()
+    assert conflict_id is not None
+    engine = Engine(pg_dsn, driver, mapping, ApplySettings())
+    try:
+        with pytest.raises(ReconcileError, match="did not take effect"):
+            repair.resolve_conflict(pg_dsn, driver, mapping, conflict_id[0], "pg", lambda: _drain_engine(engine))
+    finally:
+        engine.close()
+    assert conn.execute("SELECT count(*) FROM pg2neo.conflicts WHERE resolved_at IS NULL").fetchone() == (1,)
 
 
 def _drain_engine(engine: Engine) -> None:

@@ -30,7 +30,7 @@ from pg2neo.mapping.convert import key_from_text
 from pg2neo.mapping.ops import BatchBuilder
 from pg2neo.mapping.plan import Column, JoinTable, Mapping, NodeTable
 from pg2neo.reconcile.conflicts import get_conflict, record_conflicts
-from pg2neo.reconcile.hashing import user_props
+from pg2neo.reconcile.hashing import props_hash, user_props
 from pg2neo.reconcile.verify import Drift, Scope, scopes_of, verify
 
 Decision = str | None  # "pg" | "neo4j" | None
@@ -497,6 +497,12 @@ def resolve_conflict(
     (conflict,) = load_conflicts(pg_dsn, driver, mapping, [drift], database)
     conflict.decision = take
     _, _, errors = apply_decisions(pg_dsn, driver, mapping, [conflict], drain, database)
+    (after,) = load_conflicts(pg_dsn, driver, mapping, [drift], database)
+    if not settled(after):
+        errors.append(
+            f"{drift.scope} {list(drift.identity)}: PostgreSQL and Neo4j still differ after taking {take}; the repair "
+            "did not take effect (see the service log for `version_guard_refused`), or the row changed meanwhile"
+        )
     if errors:
         raise ReconcileError("; ".join(errors))
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
@@ -504,6 +510,16 @@ def resolve_conflict(
             "UPDATE pg2neo.conflicts SET resolved_at = now(), resolution = %s WHERE id = %s", (take, conflict_id)
         )
     return conflict
+
+
+def settled(conflict: Conflict) -> bool:
+    """Whether both sides of a node or join-table item now hold the same state (both gone counts). A foreign-key
+    item is not compared here: its row's node is, and `reconcile --apply` verifies it."""
+    if conflict.scope.kind == "fk":
+        return True
+    if conflict.pg_row is None or conflict.neo4j_props is None:
+        return conflict.pg_row is None and conflict.neo4j_props is None
+    return props_hash(conflict.pg_row) == props_hash(conflict.neo4j_props)
 
 
 # -- the whole run -------------------------------------------------------------------------------------------------
