@@ -29,6 +29,7 @@ ERROR = 2  # configuration, connection, authentication, privileges, bad input or
 NEEDS_OPERATOR = 3  # the service stopped on a condition an operator must settle (schema drift, ...)
 INTERNAL = 70  # a bug in pg2neo (EX_SOFTWARE); `--log-level debug` prints the traceback
 INTERRUPTED = 130  # Ctrl-C outside the service loop
+OUTPUT_CLOSED = 141  # the reader of the output went away (`pg2neo ... | head`): 128 + SIGPIPE, as a shell reports it
 
 DEBUG_HINT = "this is a bug in pg2neo; rerun with --log-level debug for the traceback and report it"
 

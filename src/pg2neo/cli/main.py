@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -59,6 +60,10 @@ class _ErrorsToExitCodes(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort):
             raise
+        except BrokenPipeError:
+            # the output's reader closed it (`| head`): nothing is wrong and nothing more can be said there
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(code=exits.OUTPUT_CLOSED) from None
         except Exception as exc:
             raise typer.Exit(code=report(exc)) from None
         except KeyboardInterrupt as exc:
