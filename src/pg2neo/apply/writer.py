@@ -33,13 +33,10 @@ T = TypeVar("T")
 
 
 class GraphWriter:
-    def __init__(self, driver: Driver, mapping: Mapping, database: str = "neo4j", refuse_behind: bool = True) -> None:
+    def __init__(self, driver: Driver, mapping: Mapping, database: str = "neo4j") -> None:
         self.driver = driver
         self.mapping = mapping
         self.database = database
-        # False for a source whose epochs interleave by design (the Kafka sink's partitions): the high-water mark is
-        # still claimed, and the per-row version guards decide alone.
-        self.refuse_behind = refuse_behind
         self.node_cypher: dict[str, NodeStatements] = {n.table: node_statements(n) for n in mapping.nodes}
         self.join_cypher: dict[str, JoinStatements] = {j.table: join_statements(j) for j in mapping.joins}
 
@@ -84,7 +81,7 @@ class GraphWriter:
     ) -> dict[str, int]:
         claim = tx.run(EPOCH_CLAIM, epoch=epoch).single()
         high = None if claim is None else claim["high"]
-        if self.refuse_behind and high is not None and high > epoch:
+        if high is not None and high > epoch:
             raise EpochBehind(epoch, int(high))
         common: dict[str, Any] = {"epoch": epoch, "synced_at": synced_at}
         refused: dict[str, int] = {}

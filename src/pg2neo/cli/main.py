@@ -450,9 +450,7 @@ def run() -> None:
 # Command groups kept in their own modules register themselves on `app` when imported.
 from pg2neo.cli import dlq_cmd, strict_cmd, verify_cmd  # noqa: E402, F401
 from pg2neo.cli.console_cmd import console as console_command  # noqa: E402
-from pg2neo.cli.kafka_cmd import kafka_app  # noqa: E402
 from pg2neo.cli.mapping_cmd import mapping_app  # noqa: E402
 
 app.add_typer(mapping_app, name="mapping")
-app.add_typer(kafka_app, name="kafka")
 app.command("console")(console_command)
