@@ -37,9 +37,7 @@ from pg2neo.reconcile import repair
 from pg2neo.reconcile.verify import verify
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
-from pg2neo.runtime.engine import Engine
-from pg2neo.runtime.service import Stopper, run_service
-from pg2neo.settings import ApplySettings
+from syncing import drain
 
 pytestmark = pytest.mark.integration
 
@@ -84,11 +82,7 @@ class Stack:
         return None if row is None else row[0]
 
     def drain(self) -> None:
-        engine = Engine(self.dsn, self.driver, self.mapping, ApplySettings())
-        try:
-            run_service(engine, Stopper(), 0.05, until_empty=True)
-        finally:
-            engine.close()
+        drain(self.dsn, self.driver, self.mapping)
 
 
 @pytest.fixture

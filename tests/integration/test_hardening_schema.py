@@ -22,6 +22,7 @@ import pytest
 from neo4j import Driver
 
 from faultproxy import assert_graph_exact
+from pg2neo.cli.exits import NEEDS_OPERATOR
 from pg2neo.mapping.plan import Mapping
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.reconcile import repair
@@ -29,9 +30,10 @@ from pg2neo.reconcile.verify import verify
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
 from pg2neo.runtime.engine import Engine
-from pg2neo.runtime.service import Stopper, run_service, run_snapshot
+from pg2neo.runtime.service import Stopper, run_snapshot
 from pg2neo.runtime.status import status_report
 from pg2neo.settings import ApplySettings
+from syncing import drain
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +60,7 @@ nodes:
     label: Ev
 """
 
-EXIT_SCHEMA_CHANGED = 3
+EXIT_SCHEMA_CHANGED = NEEDS_OPERATOR
 
 
 @dataclass
@@ -85,11 +87,7 @@ class Db:
         return env
 
     def drain(self, mapping: Mapping) -> None:
-        engine = Engine(self.dsn, self.driver, mapping, ApplySettings())
-        try:
-            run_service(engine, Stopper(), 0.05, until_empty=True)
-        finally:
-            engine.close()
+        drain(self.dsn, self.driver, mapping)
 
 
 @pytest.fixture

@@ -29,10 +29,8 @@ from pg2neo.mapping.resolve import load_mapping
 from pg2neo.reconcile.background import DRIFT, background_check
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
-from pg2neo.runtime.engine import Engine
-from pg2neo.runtime.service import Stopper, run_snapshot
 from pg2neo.runtime.status import status_report
-from pg2neo.settings import ApplySettings
+from syncing import snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -79,9 +77,7 @@ def db(pg_dsn: str, graph: Connections, tmp_path: Path) -> Iterator[Db]:
         conn.execute(SCHEMA)
         mapping = load_mapping(path, conn)
         install.init(conn, driver, mapping)
-        engine = Engine(pg_dsn, driver, mapping, ApplySettings(snapshot_batch_rows=20))
-        run_snapshot(engine, Stopper(), lambda t, r: None)
-        engine.close()
+        snapshot(pg_dsn, driver, mapping, page_rows=20)
         yield Db(pg_dsn, conn, driver, mapping, graph, path)
 
 

@@ -185,14 +185,14 @@ class Engine:
             assert e.key is not None
             by_table.setdefault(e.table, {})[e.key] = None
         reads: list[ReadRow] = []
-        unmapped: list[DeadLetter] = []
+        not_read: list[DeadLetter] = []  # keys of unmapped tables, rows PostgreSQL cannot produce
         taken: set[tuple[str, tuple[str, ...]]] = set()
         payload_bytes = 0
         for table, keys in by_table.items():
             entry = self.mapping.entry(table)
             if entry is None:
                 reason = f"table `{table}` is no longer in the mapping; map it again or drop the dead letter"
-                unmapped += [DeadLetter(RowFailure(table, k, reason, {}), "UnmappedTable") for k in keys]
+                not_read += [DeadLetter(RowFailure(table, k, reason, {}), "UnmappedTable") for k in keys]
                 taken.update((table, k) for k in keys)
                 continue
             wanted = list(keys)
@@ -200,11 +200,11 @@ class Engine:
                 if taken and payload_bytes >= self.settings.batch_bytes:
                     break  # bounded in bytes: the other keys' events stay queued for the next batch
                 part = wanted[at : at + READ_SLICE]
-                payload_bytes += self._read_keys(conn, reads, unmapped, entry, part)
+                payload_bytes += self._read_keys(conn, reads, not_read, entry, part)
                 taken.update((table, k) for k in part)
         events = [e for e in events if (e.table, e.key) in taken]
         batch, dead, refused = self._write_isolating(reads, epoch, ("outbox", events[-1].seq))
-        dead += unmapped
+        dead += not_read
         self._fault_point()
         self._dead_letter(conn, dead, events)
         self._clear_dead_letters(conn, reads, dead)
