@@ -44,11 +44,11 @@ from bench.common import (
     wipe_graph,
     write_result,
 )
+from pg2neo.apply.engine import Engine
+from pg2neo.demo.flow import mapping_path
 from pg2neo.demo.generate import generate, load_schema, row_counts
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.runtime import install
-from pg2neo.runtime.demo import mapping_path
-from pg2neo.runtime.engine import Engine
 from pg2neo.runtime.service import Stopper, run_snapshot
 from pg2neo.settings import ApplySettings
 

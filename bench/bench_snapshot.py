@@ -31,17 +31,18 @@ import psycopg
 from neo4j import Driver, ManagedTransaction
 
 from bench.common import Bench, chart_path, load, log, median, wipe_graph, write_result
+from pg2neo.apply.batch import BatchBuilder, GraphBatch
 from pg2neo.apply.cypher import epoch_sets, join_statements, node_statements, q
+from pg2neo.apply.engine import Engine
+from pg2neo.apply.reader import page_query
 from pg2neo.apply.writer import GraphWriter, epoch_rows
-from pg2neo.capture.reader import page_query, prepare_connection
+from pg2neo.capture.session import prepare_connection
+from pg2neo.demo.flow import mapping_path
 from pg2neo.demo.generate import generate, load_schema, row_counts
-from pg2neo.mapping.ops import BatchBuilder, GraphBatch
 from pg2neo.mapping.plan import JoinTable, Mapping, NodeTable
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.reconcile.counts import graph_counts
 from pg2neo.runtime import install
-from pg2neo.runtime.demo import mapping_path
-from pg2neo.runtime.engine import Engine
 from pg2neo.runtime.service import Stopper, run_snapshot
 from pg2neo.settings import ApplySettings
 

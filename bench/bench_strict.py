@@ -21,11 +21,11 @@ from typing import Any
 import psycopg
 
 from bench.common import Bench, drop_graph_schema, load, log, median, percentile, wipe_graph, write_result
+from pg2neo.apply.engine import Engine
 from pg2neo.coordinate import StrictCoordinator, recover
 from pg2neo.devstack.stack import LocalStack
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.runtime import install
-from pg2neo.runtime.engine import Engine
 from pg2neo.runtime.service import Stopper, run_snapshot
 from pg2neo.settings import ApplySettings, DevSettings
 

@@ -23,14 +23,14 @@ from typing import Any
 import psycopg
 
 from bench.common import Bench, log, write_result
+from pg2neo.apply.engine import Engine
+from pg2neo.demo.flow import mapping_path
 from pg2neo.demo.generate import generate, load_schema
 from pg2neo.devstack.stack import LocalStack
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.reconcile.verify import verify
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
-from pg2neo.runtime.demo import mapping_path
-from pg2neo.runtime.engine import Engine
 from pg2neo.runtime.service import Stopper, run_snapshot
 from pg2neo.settings import ApplySettings, DevSettings
 

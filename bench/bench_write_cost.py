@@ -19,10 +19,10 @@ import psycopg
 
 from bench.bench_live import id_bounds, parse_pgbench, pgbench_conn_args, pgbench_env
 from bench.common import Bench, chart_path, load, log, median, pgbench_path, write_result
+from pg2neo.demo.flow import mapping_path
 from pg2neo.demo.generate import generate, load_schema, row_counts
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.runtime import install
-from pg2neo.runtime.demo import mapping_path
 
 DB = "bench_write_cost"
 CLIENTS = 4

@@ -29,10 +29,10 @@ import psycopg
 from neo4j import Driver
 from psycopg import sql
 
+from pg2neo.demo.flow import mapping_path
 from pg2neo.devstack.neo4j import APOC_VERSION, NEO4J_VERSION
 from pg2neo.devstack.stack import LocalStack
 from pg2neo.runtime.connections import Connections
-from pg2neo.runtime.demo import mapping_path
 from pg2neo.settings import DevSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from neo4j import Driver
 
+from pg2neo.apply.engine import Engine
 from pg2neo.mapping.plan import Mapping
-from pg2neo.runtime.engine import Engine
 from pg2neo.runtime.service import Stopper, run_service, run_snapshot
 from pg2neo.settings import ApplySettings
 

@@ -18,13 +18,13 @@ from neo4j import Driver
 from typer.testing import CliRunner
 
 from faultproxy import assert_graph_exact
+from pg2neo.apply.engine import Engine
 from pg2neo.cli.main import app
 from pg2neo.logs import redact
 from pg2neo.mapping.plan import Mapping
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
-from pg2neo.runtime.engine import Engine
 from pg2neo.runtime.service import Stopper, run_service
 from pg2neo.settings import ApplySettings
 from syncing import drain

@@ -6,9 +6,9 @@ import io
 
 from rich.console import Console
 
+from pg2neo.demo.flow import run_demo
 from pg2neo.devstack.stack import LocalStack
 from pg2neo.runtime.connections import Connections
-from pg2neo.runtime.demo import run_demo
 from pg2neo.settings import DevSettings, Settings
 
 

@@ -27,6 +27,8 @@ from neo4j import Driver, GraphDatabase
 from prometheus_client import REGISTRY
 
 from faultproxy import FaultProxy, assert_graph_exact
+from pg2neo.apply.engine import BatchResult, Engine
+from pg2neo.demo.flow import mapping_path
 from pg2neo.demo.generate import generate, load_schema
 from pg2neo.demo.workload import writer_loop
 from pg2neo.devstack.stack import LocalStack
@@ -34,8 +36,6 @@ from pg2neo.mapping.plan import Mapping
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
-from pg2neo.runtime.demo import mapping_path
-from pg2neo.runtime.engine import BatchResult, Engine
 from pg2neo.runtime.service import Stopper, run_service, run_snapshot
 from pg2neo.runtime.status import status_report
 from pg2neo.settings import ApplySettings

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from neo4j import Driver
 from psycopg import sql
 
+from pg2neo.apply.engine import Engine
 from pg2neo.errors import ReconcileError
 from pg2neo.mapping.plan import Mapping
 from pg2neo.mapping.resolve import load_mapping
@@ -31,7 +32,6 @@ from pg2neo.reconcile import repair
 from pg2neo.reconcile.verify import verify
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
-from pg2neo.runtime.engine import Engine
 from pg2neo.settings import ApplySettings
 from syncing import drain, snapshot
 

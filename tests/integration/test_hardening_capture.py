@@ -18,11 +18,11 @@ from neo4j import Driver
 from psycopg import sql
 
 from oracle import NodeSpec, SchemaSpec, assert_graph_matches
+from pg2neo.apply.engine import Engine
 from pg2neo.mapping.plan import Mapping
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
-from pg2neo.runtime.engine import Engine
 from pg2neo.runtime.service import Stopper, run_service
 from pg2neo.settings import ApplySettings
 from pg_roles import temporary_roles

@@ -15,13 +15,13 @@ import psycopg
 from neo4j import Driver
 from typer.testing import CliRunner
 
+from pg2neo.apply.engine import Engine
 from pg2neo.cli.main import app
 from pg2neo.mapping.plan import Column, Mapping, SelectAs, ValueKind
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.reconcile.verify import verify
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
-from pg2neo.runtime.engine import Engine
 from pg2neo.runtime.service import Stopper, run_snapshot
 from pg2neo.settings import ApplySettings
 

@@ -18,6 +18,7 @@ from psycopg import sql
 from typer.testing import CliRunner
 
 from oracle import NodeSpec, SchemaSpec, assert_graph_matches
+from pg2neo.apply.engine import Engine
 from pg2neo.capture.outbox_sql import mark_own_write
 from pg2neo.cli.main import app
 from pg2neo.errors import CaptureError
@@ -25,7 +26,6 @@ from pg2neo.mapping.plan import Mapping
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
-from pg2neo.runtime.engine import Engine
 from pg2neo.runtime.service import Stopper, run_service
 from pg2neo.settings import ApplySettings
 from pg_roles import temporary_roles

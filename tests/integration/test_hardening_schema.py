@@ -22,6 +22,7 @@ import pytest
 from neo4j import Driver
 
 from faultproxy import assert_graph_exact
+from pg2neo.apply.engine import Engine
 from pg2neo.cli.exits import NEEDS_OPERATOR
 from pg2neo.mapping.plan import Mapping
 from pg2neo.mapping.resolve import load_mapping
@@ -29,7 +30,6 @@ from pg2neo.reconcile import repair
 from pg2neo.reconcile.verify import verify
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
-from pg2neo.runtime.engine import Engine
 from pg2neo.runtime.service import Stopper, run_snapshot
 from pg2neo.runtime.status import status_report
 from pg2neo.settings import ApplySettings

@@ -28,19 +28,20 @@ import psycopg
 import pytest
 from neo4j import Driver
 
+from pg2neo.apply.batch import BatchBuilder, GraphBatch
 from pg2neo.apply.cypher import EPOCH_LABEL
+from pg2neo.apply.engine import Engine
+from pg2neo.apply.reader import page_query
 from pg2neo.apply.writer import GraphWriter
-from pg2neo.capture.reader import page_query, prepare_connection
+from pg2neo.capture.session import prepare_connection
 from pg2neo.coordinate import recover
 from pg2neo.coordinate.protocol import MARKER_LABEL, MARKER_VETO
 from pg2neo.errors import EpochBehind
-from pg2neo.mapping.ops import BatchBuilder, GraphBatch
 from pg2neo.mapping.plan import Mapping
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.reconcile.verify import verify
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
-from pg2neo.runtime.engine import Engine
 from pg2neo.runtime.service import Stopper, run_service
 from pg2neo.settings import ApplySettings
 

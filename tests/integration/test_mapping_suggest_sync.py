@@ -20,6 +20,7 @@ import yaml
 from neo4j import Driver
 from typer.testing import CliRunner
 
+from pg2neo.apply.engine import Engine
 from pg2neo.cli.mapping_cmd import mapping_app
 from pg2neo.demo.generate import generate, load_schema
 from pg2neo.errors import MappingError
@@ -28,7 +29,6 @@ from pg2neo.mapping.resolve import load_mapping
 from pg2neo.reconcile.verify import verify
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
-from pg2neo.runtime.engine import Engine
 from pg2neo.runtime.service import Stopper, run_service, run_snapshot
 from pg2neo.settings import ApplySettings
 

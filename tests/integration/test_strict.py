@@ -26,6 +26,7 @@ import pytest
 from neo4j import Driver
 
 from oracle import NodeSpec, RelSpec, SchemaSpec, assert_graph_matches
+from pg2neo.apply.engine import Engine
 from pg2neo.coordinate import (
     PreparedTransactionsDisabled,
     StrictCommitFailed,
@@ -40,7 +41,6 @@ from pg2neo.mapping.plan import Mapping
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
-from pg2neo.runtime.engine import Engine
 from pg2neo.runtime.service import Stopper, run_snapshot
 from pg2neo.settings import ApplySettings
 

@@ -14,11 +14,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from pg2neo.apply.engine import Engine
 from pg2neo.coordinate import StrictCoordinator
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
-from pg2neo.runtime.engine import Engine
 from pg2neo.runtime.service import Stopper, run_snapshot
 from pg2neo.settings import ApplySettings
 

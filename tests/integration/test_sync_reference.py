@@ -24,15 +24,15 @@ from psycopg import sql
 from typer.testing import CliRunner
 
 from oracle import REFERENCE, NodeSpec, SchemaSpec, actual_graph, assert_graph_matches
+from pg2neo.apply.engine import READ_SLICE, Engine
 from pg2neo.cli.main import app
+from pg2neo.demo.flow import mapping_path
 from pg2neo.demo.generate import generate, load_schema
 from pg2neo.demo.workload import live_burst
 from pg2neo.mapping.plan import Mapping
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
-from pg2neo.runtime.demo import mapping_path
-from pg2neo.runtime.engine import READ_SLICE, Engine
 from pg2neo.runtime.service import Stopper, run_snapshot
 from pg2neo.settings import ApplySettings
 

@@ -12,8 +12,10 @@ import pytest
 from neo4j import Driver
 from typer.testing import CliRunner
 
+from pg2neo.apply.engine import Engine
 from pg2neo.capture.outbox_sql import mark_own_write
 from pg2neo.cli.main import app
+from pg2neo.demo.flow import mapping_path
 from pg2neo.demo.generate import generate, load_schema
 from pg2neo.mapping.plan import Mapping
 from pg2neo.mapping.resolve import load_mapping
@@ -21,8 +23,6 @@ from pg2neo.reconcile.background import DRIFT, BackgroundCheck, background_check
 from pg2neo.reconcile.verify import VerifyReport, verify
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
-from pg2neo.runtime.demo import mapping_path
-from pg2neo.runtime.engine import Engine
 from pg2neo.runtime.service import Stopper, run_service, run_snapshot
 from pg2neo.runtime.status import status_report
 from pg2neo.settings import ApplySettings

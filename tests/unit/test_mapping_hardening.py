@@ -17,9 +17,9 @@ import pytest
 from pg2neo.errors import MappingError
 from pg2neo.mapping import resolve as resolve_module
 from pg2neo.mapping.catalog import CatalogColumn, CatalogTable, ForeignKey
+from pg2neo.mapping.hashing import bucket_of
 from pg2neo.mapping.model import load_file
 from pg2neo.mapping.plan import Mapping, SelectAs, ValueKind
-from pg2neo.reconcile.hashing import bucket_of
 from pg2neo.reconcile.verify import ScopeReport, _collect_slots, _count_collisions
 
 

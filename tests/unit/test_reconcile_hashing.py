@@ -1,4 +1,4 @@
-"""Content hashes (reconcile/hashing.py): equal data never reports drift, unequal data always does.
+"""Content hashes (mapping/hashing.py): equal data never reports drift, unequal data always does.
 
 For every kind `mapping/resolve.py column_plan` gives a column (every scalar, every array element kind, interval,
 json, enums and the text fallback), values as psycopg hands them over are converted with the apply stage's
@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from neo4j.time import Date, DateTime, Duration, Time
 
 from pg2neo.mapping.convert import converter
+from pg2neo.mapping.hashing import HASH_PROP, canonical, props_hash, props_hash_hex, user_props
 from pg2neo.mapping.plan import Column, SelectAs, ValueKind
-from pg2neo.reconcile.hashing import HASH_PROP, canonical, props_hash, props_hash_hex, user_props
 
 OFFSETS = st.sampled_from([dt.UTC, *(dt.timezone(dt.timedelta(minutes=m)) for m in (-570, -300, 60, 330, 765))])
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from neo4j import Driver, ManagedTransaction
 
+from pg2neo.apply.batch import GraphBatch
 from pg2neo.apply.cypher import (
     CHECKPOINT,
     EPOCH_CLAIM,
@@ -26,7 +27,6 @@ from pg2neo.apply.cypher import (
     node_statements,
 )
 from pg2neo.errors import EpochBehind
-from pg2neo.mapping.ops import GraphBatch
 from pg2neo.mapping.plan import Mapping
 
 T = TypeVar("T")

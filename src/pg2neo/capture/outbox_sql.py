@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pg2neo.capture.reader import PINNED_SETTINGS
+from pg2neo.capture.session import PINNED_SETTINGS
 from pg2neo.mapping.plan import Column, JoinTable, Mapping, NodeTable
 
 SCHEMA = "pg2neo"

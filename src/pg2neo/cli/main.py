@@ -21,6 +21,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from pg2neo import logs
+from pg2neo.apply.engine import BatchResult, Engine
 from pg2neo.cli import exits
 from pg2neo.coordinate import start_periodic_recovery
 from pg2neo.devstack.stack import LocalStack
@@ -30,7 +31,6 @@ from pg2neo.mapping.resolve import load_mapping
 from pg2neo.reconcile.background import BackgroundCheck
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import resolve
-from pg2neo.runtime.engine import BatchResult, Engine
 from pg2neo.runtime.service import Stopper, run_service, run_snapshot
 from pg2neo.runtime.status import status_report
 from pg2neo.settings import Settings, load_settings
@@ -425,7 +425,7 @@ def demo(
     live_operations: Annotated[int, typer.Option(help="Live writes applied while `run` is going.")] = 300,
 ) -> None:
     """Start the local stack, load the reference schema with data, init, snapshot, run live writes, compare."""
-    from pg2neo.runtime.demo import run_demo
+    from pg2neo.demo.flow import run_demo
 
     try:
         run_demo(settings(), console, scale, live_operations)

@@ -30,16 +30,16 @@ from markupsafe import Markup
 from neo4j import Driver
 from neo4j.exceptions import Neo4jError, ServiceUnavailable
 
+from pg2neo.apply.engine import Engine
 from pg2neo.console import charts, history, security
 from pg2neo.errors import Pg2NeoError
 from pg2neo.logs import event, get_logger, redact
+from pg2neo.mapping.hashing import canonical
 from pg2neo.mapping.plan import Mapping
 from pg2neo.reconcile import conflicts
-from pg2neo.reconcile.hashing import canonical
 from pg2neo.reconcile.repair import load_conflicts
 from pg2neo.reconcile.verify import KINDS, Drift, verify
 from pg2neo.runtime import dead_letters
-from pg2neo.runtime.engine import Engine
 from pg2neo.runtime.status import status_report
 from pg2neo.settings import ApplySettings
 

@@ -31,9 +31,11 @@ from psycopg import sql
 from psycopg.abc import Params, QueryNoTemplate
 from psycopg.pq import TransactionStatus
 
+from pg2neo.apply.batch import BatchBuilder, GraphBatch
+from pg2neo.apply.reader import by_keys_query
 from pg2neo.apply.writer import GraphWriter
 from pg2neo.capture.outbox_sql import APPLY_LOCK_KEY
-from pg2neo.capture.reader import _LENIENT, PINNED_SETTINGS_LOCAL_SQL, by_keys_query
+from pg2neo.capture.session import pin_transaction
 from pg2neo.coordinate.protocol import (
     MARKER_CONSTRAINT,
     MARKER_CREATE,
@@ -48,7 +50,6 @@ from pg2neo.coordinate.protocol import (
 )
 from pg2neo.errors import CoordinateError, EpochBehind
 from pg2neo.logs import event, get_logger
-from pg2neo.mapping.ops import BatchBuilder, GraphBatch
 from pg2neo.mapping.plan import Mapping
 
 log = get_logger("strict")
@@ -201,11 +202,9 @@ class StrictCoordinator:
 
     def _read_changes(self, conn: psycopg.Connection[Any], gid: str) -> tuple[GraphBatch, int] | None:
         with conn.cursor() as cur:
-            for name, loader in _LENIENT.items():
-                cur.adapters.register_loader(name, loader)
             # every setting that decides how a key prints as text, as the triggers and the applier have them: under
             # the application's own DateStyle or bytea_output a key would not match and be taken for a delete
-            cur.execute(PINNED_SETTINGS_LOCAL_SQL)
+            pin_transaction(cur)
             cur.execute(
                 "SELECT pg_advisory_xact_lock(%s), nextval('pg2neo.epoch')",
                 (APPLY_LOCK_KEY,),

@@ -22,15 +22,16 @@ from neo4j import Driver
 from neo4j.time import Date, DateTime, Duration, Time
 from psycopg import sql
 
+from pg2neo.apply.batch import BatchBuilder
 from pg2neo.apply.cypher import q
+from pg2neo.apply.reader import by_keys_query
 from pg2neo.capture.outbox_sql import mark_own_write
-from pg2neo.capture.reader import by_keys_query, prepare_connection
+from pg2neo.capture.session import prepare_connection
 from pg2neo.errors import ReconcileError
 from pg2neo.mapping.convert import key_from_text
-from pg2neo.mapping.ops import BatchBuilder
+from pg2neo.mapping.hashing import props_hash, user_props
 from pg2neo.mapping.plan import Column, JoinTable, Mapping, NodeTable
 from pg2neo.reconcile.conflicts import get_conflict, record_conflicts
-from pg2neo.reconcile.hashing import props_hash, user_props
 from pg2neo.reconcile.verify import Drift, Scope, scopes_of, verify
 
 Decision = str | None  # "pg" | "neo4j" | None

@@ -20,11 +20,12 @@ from typing import Any, TypeVar
 import psycopg
 from neo4j import Driver
 
+from pg2neo.apply.batch import BatchBuilder
 from pg2neo.apply.cypher import REL_KEY, SYNCED_AT, q
-from pg2neo.capture.reader import page_query, prepare_connection
-from pg2neo.mapping.ops import BatchBuilder
+from pg2neo.apply.reader import page_query
+from pg2neo.capture.session import prepare_connection
+from pg2neo.mapping.hashing import MASK, bucket_of, digest, key_text, props_hash, user_props
 from pg2neo.mapping.plan import ForeignKeyRel, JoinTable, Mapping, NodeTable
-from pg2neo.reconcile.hashing import MASK, bucket_of, digest, key_text, props_hash, user_props
 
 KINDS = ("missing", "extra", "mismatch")
 FETCH_ROWS = 5000
@@ -403,7 +404,7 @@ def verify_recent(
     """Compare only the nodes (and their foreign-key relationships) whose row changed (`updated_at_column`) or
     whose node was synced within the last `since_seconds`; count stale syncs: rows changed more than
     `stale_after_seconds` after their node's `_pg2neo_synced_at`."""
-    from pg2neo.capture.reader import by_keys_query
+    from pg2neo.apply.reader import by_keys_query
     from pg2neo.mapping.convert import key_from_text
 
     started = time.monotonic()

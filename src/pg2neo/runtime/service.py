@@ -21,10 +21,10 @@ from typing import TypeVar
 
 from prometheus_client import Counter
 
+from pg2neo.apply.engine import BatchResult, Engine
+from pg2neo.apply.failures import TRANSIENT
 from pg2neo.errors import SchemaDriftError, is_transient
 from pg2neo.logs import event, get_logger, redact
-from pg2neo.runtime.engine import BatchResult, Engine
-from pg2neo.runtime.failures import TRANSIENT
 from pg2neo.runtime.schema_watch import SchemaChanged, SchemaWatch
 from pg2neo.runtime.status import LAG_SECONDS, QUEUE_DEPTH, UP, Heartbeat, Monitor, queue_state
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pg2neo.mapping.convert import UnstorableRow, UnstorableValue, converter, key_from_text, row_converter
+from pg2neo.mapping.hashing import HASH_PROP, props_hash_hex
 from pg2neo.mapping.plan import JoinTable, Mapping, NodeTable
-from pg2neo.reconcile.hashing import HASH_PROP, props_hash_hex
 
 
 def rel_key(key: Sequence[str]) -> str:

@@ -7,57 +7,9 @@ reference the target's node key directly).
 
 from __future__ import annotations
 
-from typing import Any
-
-import psycopg
 from psycopg import sql
-from psycopg.types.datetime import DateLoader, TimeLoader, TimestampLoader, TimestamptzLoader, TimetzLoader
 
-from pg2neo.mapping.convert import OutOfRange
 from pg2neo.mapping.plan import Column, Endpoint, ForeignKeyRel, JoinTable, Mapping, NodeTable, SelectAs
-
-
-def _lenient(loader: type[Any]) -> type[Any]:
-    class Lenient(loader):  # type: ignore[misc]
-        def load(self, data: Any) -> Any:
-            try:
-                return super().load(data)
-            except psycopg.DataError:
-                return OutOfRange(bytes(data).decode())
-
-    return Lenient
-
-
-_LENIENT = {
-    "date": _lenient(DateLoader),
-    "timestamp": _lenient(TimestampLoader),
-    "timestamptz": _lenient(TimestamptzLoader),
-    "time": _lenient(TimeLoader),  # 24:00:00 is a PostgreSQL time, not a Python one
-    "timetz": _lenient(TimetzLoader),
-}
-
-
-# The settings that decide how values print as text. Key text is compared between the capture trigger (which runs in
-# the writer's session) and this reader, so both pin the same values: see capture/outbox_sql.py.
-PINNED_SETTINGS = {
-    "timezone": "UTC",
-    "datestyle": "ISO, YMD",
-    "intervalstyle": "iso_8601",
-    "extra_float_digits": "1",
-    "bytea_output": "hex",
-}
-PINNED_SETTINGS_SQL = "; ".join(f"SET {name} = '{value}'" for name, value in PINNED_SETTINGS.items())
-# The same for one transaction of a connection that is not pg2neo's own (strict mode reads in the application's).
-PINNED_SETTINGS_LOCAL_SQL = "; ".join(f"SET LOCAL {name} = '{value}'" for name, value in PINNED_SETTINGS.items())
-
-
-def prepare_connection(conn: psycopg.Connection[Any]) -> None:
-    """Session settings and loaders every reading connection needs (exact intervals, out-of-range dates)."""
-    conn.execute(PINNED_SETTINGS_SQL)
-    for name, loader in _LENIENT.items():
-        conn.adapters.register_loader(name, loader)
-    if not conn.autocommit:
-        conn.commit()
 
 
 def _select(alias: str, column: Column, name: str | None = None) -> sql.Composable:

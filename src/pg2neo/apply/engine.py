@@ -8,7 +8,7 @@ in the same PostgreSQL transaction. So:
 - reads and writes are serialised with every other applier (a second `run`, `snapshot`), so Neo4j only ever moves
   forward to a newer committed state, and a late event re-reads the row instead of replaying an old image.
 
-One row never stops the queue, whatever fails for it (`runtime/failures.py` tells data failures from server
+One row never stops the queue, whatever fails for it (`apply/failures.py` tells data failures from server
 failures): a value the mapping cannot convert is a dead letter at once; a write Neo4j refuses for any reason that may
 be the data's (a `ClientError`, a `DatabaseError` such as a key too large to index, a value the driver cannot pack) is
 bisected by key, each half re-built from the rows already read and written as its own Neo4j transaction (all inside
@@ -40,14 +40,15 @@ from typing import Any
 import psycopg
 from neo4j import Driver
 
+from pg2neo.apply.batch import BatchBuilder, GraphBatch, RowFailure, row_payload
+from pg2neo.apply.failures import about_the_data
+from pg2neo.apply.reader import by_keys_query, page_keys_query, page_query
 from pg2neo.apply.writer import GraphWriter
 from pg2neo.capture.outbox_sql import APPLY_LOCK_KEY
-from pg2neo.capture.reader import by_keys_query, page_keys_query, page_query, prepare_connection
+from pg2neo.capture.session import prepare_connection
 from pg2neo.errors import EpochBehind, SchemaDriftError
 from pg2neo.logs import event, get_logger
-from pg2neo.mapping.ops import BatchBuilder, GraphBatch, RowFailure, row_payload
 from pg2neo.mapping.plan import JoinTable, Mapping, NodeTable
-from pg2neo.runtime.failures import about_the_data
 from pg2neo.settings import ApplySettings
 
 log = get_logger("engine")

@@ -16,6 +16,7 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
+from pg2neo.apply.engine import Engine
 from pg2neo.demo.generate import generate, load_schema, row_counts
 from pg2neo.demo.workload import live_burst
 from pg2neo.devstack.stack import LocalStack
@@ -25,7 +26,6 @@ from pg2neo.mapping.resolve import load_mapping
 from pg2neo.reconcile.counts import expected_counts, graph_counts
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
-from pg2neo.runtime.engine import Engine
 from pg2neo.runtime.service import Stopper, run_snapshot
 from pg2neo.runtime.status import status_report
 from pg2neo.settings import Settings
