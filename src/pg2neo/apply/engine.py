@@ -27,9 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import random
-import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -206,7 +203,7 @@ class Engine:
         events = [e for e in events if (e.table, e.key) in taken]
         batch, dead, refused = self._write_isolating(reads, epoch, ("outbox", events[-1].seq))
         dead += not_read
-        self._fault_point()
+        self.after_neo4j_commit()
         self._dead_letter(conn, dead, events)
         self._clear_dead_letters(conn, reads, dead)
         conn.execute("DELETE FROM pg2neo.changes WHERE seq = ANY(%s)", ([e.seq for e in events],))
@@ -225,6 +222,13 @@ class Engine:
         )
         self._audit(conn, result, epoch.value)
         return result
+
+    def drain(self) -> int:
+        """Apply queued batches until the queue is empty; returns the events applied."""
+        applied = 0
+        while (result := self.apply_next()) is not None:
+            applied += result.events
+        return applied
 
     def _build(self, reads: list[ReadRow]) -> GraphBatch:
         """The graph writes of some read keys (the whole batch, or one half of a failed one)."""
@@ -309,10 +313,9 @@ class Engine:
         )
         return int(row[1])
 
-    def _fault_point(self) -> None:
-        """Test-only: die between the Neo4j commit and the queue acknowledgement (settings.fault_kill_after_commit)."""
-        if self.settings.fault_kill_after_commit and random.random() < self.settings.fault_kill_after_commit:
-            os.kill(os.getpid(), signal.SIGKILL)
+    def after_neo4j_commit(self) -> None:
+        """Called between a batch's Neo4j commit and its queue acknowledgement; does nothing. The fault tests replace
+        it in a wrapped `pg2neo run` (tests/fault_run.py) to kill the process exactly there."""
 
     def _read_keys(
         self,
