@@ -24,7 +24,8 @@ from psycopg import sql
 from typer.testing import CliRunner
 
 from oracle import REFERENCE, NodeSpec, SchemaSpec, actual_graph, assert_graph_matches
-from pg2neo.apply.engine import READ_SLICE, Engine
+from pg2neo.apply.core import READ_SLICE
+from pg2neo.apply.engine import Engine
 from pg2neo.cli.main import app
 from pg2neo.demo.flow import mapping_path
 from pg2neo.demo.generate import generate, load_schema

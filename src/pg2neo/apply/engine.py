@@ -1,26 +1,17 @@
-"""The sync engine: claims queued changes (or snapshot pages), re-reads their rows, writes them to Neo4j, acks.
+"""The sync engine: claims batches of changes from a change source (or snapshot pages), has the apply core read,
+map and write them, and acknowledges them after the Neo4j commit.
 
 One batch at a time holds the apply lock (a PostgreSQL advisory lock, taken before the batch's REPEATABLE READ
 snapshot). Under it the batch takes an epoch, reads every row it needs from that one snapshot, writes them to
-Neo4j in one transaction stamped with the epoch, and only after Neo4j committed deletes its events from the queue
-in the same PostgreSQL transaction. So:
-- a crash anywhere leaves the events queued, and the replay re-reads and re-MERGEs: idempotent;
+Neo4j in one transaction stamped with the epoch, and only after Neo4j committed acknowledges its changes to the
+source in the same PostgreSQL transaction. So:
+- a crash anywhere leaves the changes queued, and the replay re-reads and re-MERGEs: idempotent;
 - reads and writes are serialised with every other applier (a second `run`, `snapshot`), so Neo4j only ever moves
-  forward to a newer committed state, and a late event re-reads the row instead of replaying an old image.
+  forward to a newer committed state, and a late change re-reads the row instead of replaying an old image.
 
-One row never stops the queue, whatever fails for it (`apply/failures.py` tells data failures from server
-failures): a value the mapping cannot convert is a dead letter at once; a write Neo4j refuses for any reason that may
-be the data's (a `ClientError`, a `DatabaseError` such as a key too large to index, a value the driver cannot pack) is
-bisected by key, each half re-built from the rows already read and written as its own Neo4j transaction (all inside
-the one PostgreSQL transaction), until the offending rows are alone; a lone row is a dead letter only if a probe
-write then succeeds (otherwise the servers are at fault and the batch is retried). A row PostgreSQL cannot produce
-(a data exception in the read) is found the same way, each read in a savepoint. Only the offending rows go to
-`pg2neo.dead_letters`; the rest lands and every event is acked. A key that is applied cleanly later (the row was
-fixed, or `pg2neo dlq retry`) loses its dead letter in the same transaction.
-
-Epochs come from `pg2neo.epoch`; the writer claims each one against the graph's highest epoch first, and when the
-sequence is behind (reinstall, restore, a reset, a second source) the engine moves it past the graph's and writes
-again, so that the version guards never refuse a newer PostgreSQL state.
+The rows that fail (apply/core.py) go to `pg2neo.dead_letters`; the rest lands and every change is acknowledged. A key
+that is applied cleanly later (the row was fixed, or `pg2neo dlq retry`) loses its dead letter in the same
+transaction.
 """
 
 from __future__ import annotations
@@ -37,16 +28,17 @@ from typing import Any
 import psycopg
 from neo4j import Driver
 
-from pg2neo.apply.batch import BatchBuilder, GraphBatch, RowFailure, row_payload
+from pg2neo.apply.batch import GraphBatch, RowFailure
+from pg2neo.apply.core import READ_SLICE, Applied, Applier, DeadLetter, Epoch, ReadRow
 from pg2neo.apply.failures import about_the_data
-from pg2neo.apply.reader import by_keys_query, page_keys_query, page_query
+from pg2neo.apply.reader import page_keys_query, page_query
 from pg2neo.apply.writer import GraphWriter
 from pg2neo.capture.outbox_sql import APPLY_LOCK_KEY
 from pg2neo.capture.session import prepare_connection
-from pg2neo.errors import EpochBehind, SchemaDriftError
 from pg2neo.logs import event, get_logger
 from pg2neo.mapping.plan import JoinTable, Mapping, NodeTable
 from pg2neo.settings import ApplySettings
+from pg2neo.transport.source import Change, ChangeSource, OutboxSource
 
 log = get_logger("engine")
 
@@ -65,23 +57,6 @@ class BatchResult:
 
 
 @dataclass(frozen=True)
-class Event:
-    seq: int
-    table: str
-    op: str
-    key: tuple[str, ...] | None
-
-
-@dataclass(frozen=True)
-class ReadRow:
-    """One key of a batch as read from the batch's snapshot: its row, or None when the row is gone (a delete)."""
-
-    entry: NodeTable | JoinTable
-    key: tuple[str, ...]
-    row: tuple[Any, ...] | None
-
-
-@dataclass(frozen=True)
 class SnapshotPage:
     """One page of a table, read from its own snapshot and mapped, waiting for its Neo4j write."""
 
@@ -94,22 +69,6 @@ class SnapshotPage:
     unreadable: list[DeadLetter] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class DeadLetter:
-    failure: RowFailure
-    error_class: str
-
-
-@dataclass
-class Epoch:
-    """A batch's epoch; moved forward when the graph has seen a newer one (see `Engine._write`)."""
-
-    value: int
-
-
-UNSTORABLE = "UnstorableValue"
-
-
 class Engine:
     def __init__(
         self, pg_dsn: str, driver: Driver, mapping: Mapping, settings: ApplySettings, database: str = "neo4j"
@@ -117,9 +76,9 @@ class Engine:
         self.pg_dsn = pg_dsn
         self.mapping = mapping
         self.settings = settings
-        self.builder = BatchBuilder(mapping)
         self.writer = GraphWriter(driver, mapping, database)
-        self._by_keys = {e.table: by_keys_query(mapping, e) for e in mapping.entries}
+        self.applier = Applier(mapping, self.writer, self.advance_epoch)
+        self.source: ChangeSource = OutboxSource()
         self._conn: psycopg.Connection[Any] | None = None
         self._reader: psycopg.Connection[Any] | None = None
         # Set by the retry loop before each try: the audit row records how many tries the batch took.
@@ -166,58 +125,47 @@ class Engine:
 
     def _apply_changes(self, conn: psycopg.Connection[Any]) -> BatchResult | None:
         started = time.monotonic()
-        rows = conn.execute(
-            "SELECT seq, tbl, op, key FROM pg2neo.changes ORDER BY seq LIMIT %s", (self.settings.batch_rows,)
-        ).fetchall()
-        if not rows:
+        claimed = self.source.claim(conn, self.settings.batch_rows)
+        if claimed is None:
             return None
-        events = [Event(int(r[0]), str(r[1]), str(r[2]), None if r[3] is None else tuple(r[3])) for r in rows]
-        if events[0].op == "T":
-            return self._truncate(conn, events[0], started)
-        cut = next((i for i, e in enumerate(events) if e.op == "T"), len(events))
-        events = events[:cut]
+        if claimed.changes[0].op == "T":
+            return self._truncate(conn, claimed.changes[0], started)
         epoch = Epoch(_next_epoch(conn))
-
-        by_table: dict[str, dict[tuple[str, ...], None]] = {}
-        for e in events:
-            assert e.key is not None
-            by_table.setdefault(e.table, {})[e.key] = None
         reads: list[ReadRow] = []
         not_read: list[DeadLetter] = []  # keys of unmapped tables, rows PostgreSQL cannot produce
         taken: set[tuple[str, tuple[str, ...]]] = set()
         payload_bytes = 0
-        for table, keys in by_table.items():
+        for table, keys in claimed.keys_by_table().items():
             entry = self.mapping.entry(table)
             if entry is None:
                 reason = f"table `{table}` is no longer in the mapping; map it again or drop the dead letter"
                 not_read += [DeadLetter(RowFailure(table, k, reason, {}), "UnmappedTable") for k in keys]
                 taken.update((table, k) for k in keys)
                 continue
-            wanted = list(keys)
-            for at in range(0, len(wanted), READ_SLICE):
+            for at in range(0, len(keys), READ_SLICE):
                 if taken and payload_bytes >= self.settings.batch_bytes:
-                    break  # bounded in bytes: the other keys' events stay queued for the next batch
-                part = wanted[at : at + READ_SLICE]
-                payload_bytes += self._read_keys(conn, reads, not_read, entry, part)
+                    break  # bounded in bytes: the other keys' changes stay queued for the next batch
+                part = keys[at : at + READ_SLICE]
+                read = self.applier.read(conn, entry, part)
+                reads += read.rows
+                not_read += read.dead
+                payload_bytes += read.size
                 taken.update((table, k) for k in part)
-        events = [e for e in events if (e.table, e.key) in taken]
-        batch, dead, refused = self._write_isolating(reads, epoch, ("outbox", events[-1].seq))
-        dead += not_read
+        changes = [c for c in claimed.changes if (c.table, c.key) in taken]
+        applied = self.applier.write(reads, epoch, (self.source.name, changes[-1].seq))
+        dead = applied.dead + not_read
         self.after_neo4j_commit()
-        self._dead_letter(conn, dead, events)
+        self._dead_letter(conn, dead, changes)
         self._clear_dead_letters(conn, reads, dead)
-        conn.execute("DELETE FROM pg2neo.changes WHERE seq = ANY(%s)", ([e.seq for e in events],))
-        counts = batch.counts()
-        if dead:
-            counts["dead_letters"] = len(dead)
-        _note_refused(counts, refused)
+        self.source.ack(conn, changes)
+        counts = Applied(applied.batch, dead, applied.refused).counts()
         result = BatchResult(
             "changes",
-            len(events),
+            len(changes),
             counts,
             time.monotonic() - started,
-            first_seq=events[0].seq,
-            last_seq=events[-1].seq,
+            first_seq=changes[0].seq,
+            last_seq=changes[-1].seq,
             dead_letters=len(dead),
         )
         self._audit(conn, result, epoch.value)
@@ -229,75 +177,6 @@ class Engine:
         while (result := self.apply_next()) is not None:
             applied += result.events
         return applied
-
-    def _build(self, reads: list[ReadRow]) -> GraphBatch:
-        """The graph writes of some read keys (the whole batch, or one half of a failed one)."""
-        batch = self.builder.new_batch()
-        grouped: dict[str, tuple[NodeTable | JoinTable, list[tuple[Any, ...]], list[tuple[str, ...]]]] = {}
-        for read in reads:
-            _, rows, gone = grouped.setdefault(read.entry.table, (read.entry, [], []))
-            if read.row is None:
-                gone.append(read.key)
-            else:
-                rows.append(read.row)
-        for entry, rows, gone in grouped.values():
-            if rows:
-                self.builder.add_rows(batch, entry, rows)
-            if gone:
-                self.builder.add_deletes(batch, entry, gone)
-        return batch
-
-    def _write_isolating(
-        self,
-        reads: list[ReadRow],
-        epoch: Epoch,
-        checkpoint: tuple[str, int] | None,
-        built: GraphBatch | None = None,
-    ) -> tuple[GraphBatch, list[DeadLetter], dict[str, int]]:
-        """Write the keys in one Neo4j transaction; if the write fails in a way the data may cause, bisect until the
-        bad keys are alone.
-
-        Returns what was written (merged over the halves), the dead letters (rows that cannot be converted and single
-        keys whose write failed while the servers were fine) and the rows the version guards refused. `built` is
-        `reads` already mapped, if the caller has it.
-        """
-        batch = built if built is not None else self._build(reads)
-        try:
-            refused = self._write(batch, epoch, checkpoint) if not batch.empty() or checkpoint is not None else {}
-        except Exception as exc:
-            if not reads or not about_the_data(exc):
-                raise
-            if len(reads) == 1:
-                return self.builder.new_batch(), [self._refused_row(reads[0], exc)], {}
-            mid = len(reads) // 2
-            first, dead, refused = self._write_isolating(reads[:mid], epoch, checkpoint)
-            second, more, refused_more = self._write_isolating(reads[mid:], epoch, checkpoint)
-            for name, count in refused_more.items():
-                refused[name] = refused.get(name, 0) + count
-            return _merged(first, second), dead + more, refused
-        return batch, [DeadLetter(f, UNSTORABLE) for f in batch.failures], refused
-
-    def _refused_row(self, read: ReadRow, exc: Exception) -> DeadLetter:
-        """One key whose write failed: a dead letter if the servers take a write without it, else the failure stands."""
-        try:
-            self.writer.probe()
-        except Exception as probe_failure:
-            raise exc from probe_failure
-        code = getattr(exc, "code", None) or type(exc).__name__
-        message = getattr(exc, "message", None) or str(exc)
-        payload = {} if read.row is None else row_payload(read.entry, read.row[1 : 1 + len(read.entry.columns)])
-        failure = RowFailure(read.entry.table, read.key, f"Neo4j refused the row: {code}: {message}", payload)
-        event(log, "neo4j_rejected_row", table=read.entry.table, key=list(read.key), code=code)
-        return DeadLetter(failure, type(exc).__name__)
-
-    def _write(self, batch: GraphBatch, epoch: Epoch, checkpoint: tuple[str, int] | None) -> dict[str, int]:
-        """Write with the batch's epoch; when the graph has seen a newer epoch, move `pg2neo.epoch` past it and write
-        again with a new one (still under the apply lock, so epochs keep the order of the reads)."""
-        while True:
-            try:
-                return self.writer.write(batch, epoch.value, checkpoint)
-            except EpochBehind as behind:
-                epoch.value = self.advance_epoch(behind.high)
 
     def advance_epoch(self, high: int) -> int:
         """Move `pg2neo.epoch` past the graph's highest epoch; returns the next epoch (non-transactional)."""
@@ -317,54 +196,10 @@ class Engine:
         """Called between a batch's Neo4j commit and its queue acknowledgement; does nothing. The fault tests replace
         it in a wrapped `pg2neo run` (tests/fault_run.py) to kill the process exactly there."""
 
-    def _read_keys(
-        self,
-        conn: psycopg.Connection[Any],
-        reads: list[ReadRow],
-        dead: list[DeadLetter],
-        entry: NodeTable | JoinTable,
-        keys: list[tuple[str, ...]],
-    ) -> int:
-        """Read `keys`' current rows into `reads` (a gone row is a delete); a key PostgreSQL cannot read goes to
-        `dead`. Returns the bytes read, roughly."""
-        found, failed = self._fetch_isolating(conn, entry, keys)
-        dead += failed
-        unreadable = {d.failure.key for d in failed}
-        present = {tuple(row[0]) for row in found}
-        reads += [ReadRow(entry, tuple(row[0]), tuple(row)) for row in found]
-        reads += [ReadRow(entry, k, None) for k in keys if k not in present and k not in unreadable]
-        return sum(_approx_size(row) for row in found)
-
-    def _fetch_isolating(
-        self, conn: psycopg.Connection[Any], entry: NodeTable | JoinTable, keys: list[tuple[str, ...]]
-    ) -> tuple[list[tuple[Any, ...]], list[DeadLetter]]:
-        """The rows of `keys`, each read in a savepoint; a data exception (a value PostgreSQL cannot cast or psycopg
-        cannot load) bisects the keys until the unreadable ones are alone, and they become dead letters."""
-        columns = [[k[i] for k in keys] for i in range(len(entry.key_columns))]
-        try:
-            with conn.transaction():
-                return [tuple(r) for r in conn.execute(self._by_keys[entry.table], columns).fetchall()], []
-        except SCHEMA_DRIFT as exc:
-            raise SchemaDriftError(
-                f"reading `{entry.table}` failed: {exc.diag.message_primary}. The table changed since "
-                "`pg2neo init`: update the mapping if needed and run `pg2neo init` again; queued changes are kept."
-            ) from exc
-        except Exception as exc:
-            if not about_the_data(exc):
-                raise
-            if len(keys) == 1:
-                reason = f"PostgreSQL cannot read the row: {type(exc).__name__}: {str(exc).strip()}"
-                event(log, "unreadable_row", table=entry.table, key=list(keys[0]), error=type(exc).__name__)
-                return [], [DeadLetter(RowFailure(entry.table, keys[0], reason, {}), type(exc).__name__)]
-            mid = len(keys) // 2
-            rows, dead = self._fetch_isolating(conn, entry, keys[:mid])
-            more_rows, more_dead = self._fetch_isolating(conn, entry, keys[mid:])
-            return rows + more_rows, dead + more_dead
-
-    def _truncate(self, conn: psycopg.Connection[Any], truncate: Event, started: float) -> BatchResult:
+    def _truncate(self, conn: psycopg.Connection[Any], truncate: Change, started: float) -> BatchResult:
         if self.mapping.entry(truncate.table) is not None:
             self.writer.truncate(truncate.table)
-        conn.execute("DELETE FROM pg2neo.changes WHERE seq = %s", (truncate.seq,))
+        self.source.ack(conn, [truncate])
         result = BatchResult(
             "truncate",
             1,
@@ -376,10 +211,10 @@ class Engine:
         self._audit(conn, result, None)
         return result
 
-    def _dead_letter(self, conn: psycopg.Connection[Any], dead: list[DeadLetter], events: list[Event]) -> None:
+    def _dead_letter(self, conn: psycopg.Connection[Any], dead: list[DeadLetter], changes: list[Change]) -> None:
         if not dead:
             return
-        ops = {(e.table, e.key): e.op for e in events}
+        ops = {(c.table, c.key): c.op for c in changes}
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO pg2neo.dead_letters AS d (tbl, key, op, error_class, message, payload) "
@@ -500,12 +335,11 @@ class Engine:
                     pending = reader.submit(self._read_page, entry, last_key)
                 started = time.monotonic()
                 epoch = Epoch(page.epoch)
-                batch, dead, refused = self._write_isolating(page.reads, epoch, None, page.batch)
-                dead = page.unreadable + dead
+                applied = self.applier.write(page.reads, epoch, None, page.batch)
+                dead = page.unreadable + applied.dead
                 rows_done += len(page.reads) + len(page.unreadable)
                 done = not page.full
-                counts = batch.counts()
-                _note_refused(counts, refused)
+                counts = Applied(applied.batch, dead, applied.refused).counts()
                 with conn.transaction():
                     self._dead_letter(conn, dead, [])
                     conn.execute(
@@ -551,16 +385,17 @@ class Engine:
                 with conn.transaction():  # a savepoint: one unreadable row must not end the page's snapshot
                     rows = [tuple(r) for r in conn.execute(page_query(self.mapping, entry, after is not None), params)]
                 page_keys = [tuple(r[0]) for r in rows]
+                reads = [ReadRow(entry, key, row) for key, row in zip(page_keys, rows, strict=True)]
             except Exception as exc:
                 if not about_the_data(exc):
                     raise
                 # some row of the page cannot be read: take the page's keys alone, then read them isolating the bad
                 page_keys = [tuple(r[0]) for r in conn.execute(page_keys_query(entry, after is not None), params)]
-                rows, unreadable = self._fetch_isolating(conn, entry, page_keys)
-        reads = [ReadRow(entry, tuple(r[0]), r) for r in rows]
+                read = self.applier.read_isolating(conn, entry, page_keys)
+                reads, unreadable = read.rows, read.dead
         return SnapshotPage(
             reads=reads,
-            batch=self._build(reads),
+            batch=self.applier.build(reads),
             epoch=epoch,
             last_key=list(page_keys[-1]) if page_keys else None,
             full=len(page_keys) == limit,
@@ -587,56 +422,3 @@ def _next_epoch(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("SELECT nextval('pg2neo.epoch')").fetchone()
     assert row is not None
     return int(row[0])
-
-
-def _note_refused(counts: dict[str, int], refused: dict[str, int]) -> None:
-    """Rows the version guards refused are not applied: say so (with the epoch node they should never occur)."""
-    if not refused:
-        return
-    counts["version_refused"] = sum(refused.values())
-    event(
-        log,
-        "version_guard_refused",
-        logging.WARNING,
-        refused=refused,
-        why="the graph holds a newer _pg2neo_version than this write; run `pg2neo verify` to see the drift",
-    )
-
-
-SCHEMA_DRIFT: tuple[type[psycopg.Error], ...] = (
-    psycopg.errors.UndefinedColumn,
-    psycopg.errors.UndefinedTable,
-    psycopg.errors.CannotCoerce,
-    psycopg.errors.DatatypeMismatch,
-)
-
-
-def _merged(first: GraphBatch, second: GraphBatch) -> GraphBatch:
-    """The writes of two halves as one batch (for counts): lists concatenated per table."""
-    for table, writes in second.nodes.items():
-        into = first.nodes.setdefault(table, writes)
-        if into is not writes:
-            into.upserts += writes.upserts
-            into.deletes += writes.deletes
-    for table, joins in second.joins.items():
-        target = first.joins.setdefault(table, joins)
-        if target is not joins:
-            target.upserts += joins.upserts
-            target.deletes += joins.deletes
-    return first
-
-
-# Keys read per query: with the byte bound checked between reads, a batch holds at most this many rows over it.
-READ_SLICE = 500
-
-
-def _approx_size(row: tuple[Any, ...]) -> int:
-    size = 0
-    for value in row:
-        if isinstance(value, str | bytes):
-            size += len(value)
-        elif isinstance(value, list):
-            size += 8 * len(value)
-        else:
-            size += 8
-    return size

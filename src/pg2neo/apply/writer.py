@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
-from neo4j import Driver, ManagedTransaction
+from neo4j import Driver, ManagedTransaction, Transaction
 
 from pg2neo.apply.batch import GraphBatch
 from pg2neo.apply.cypher import (
@@ -69,16 +69,17 @@ class GraphWriter:
         Raises `EpochBehind` (nothing written) when the graph has seen a newer epoch than `epoch`."""
         synced_at = dt.datetime.now(dt.UTC)
         with self.driver.session(database=self.database) as session:
-            return session.execute_write(self._work, batch, epoch, synced_at, checkpoint)
+            return session.execute_write(self.write_in, batch, epoch, synced_at, checkpoint)
 
-    def _work(
+    def write_in(
         self,
-        tx: ManagedTransaction,
+        tx: ManagedTransaction | Transaction,
         batch: GraphBatch,
         epoch: int,
         synced_at: dt.datetime,
         checkpoint: tuple[str, int] | None,
     ) -> dict[str, int]:
+        """Write one batch inside `tx` (a managed transaction, or strict mode's explicit one, which it commits)."""
         claim = tx.run(EPOCH_CLAIM, epoch=epoch).single()
         high = None if claim is None else claim["high"]
         if high is not None and high > epoch:

@@ -22,17 +22,17 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any, cast
+from typing import Any
 
 import psycopg
-from neo4j import Driver, ManagedTransaction, Session, Transaction
+from neo4j import Driver, Session, Transaction
 from neo4j.exceptions import DriverError, Neo4jError
 from psycopg import sql
 from psycopg.abc import Params, QueryNoTemplate
 from psycopg.pq import TransactionStatus
 
-from pg2neo.apply.batch import BatchBuilder, GraphBatch
-from pg2neo.apply.reader import by_keys_query
+from pg2neo.apply.batch import GraphBatch
+from pg2neo.apply.core import Applier, ReadRow
 from pg2neo.apply.writer import GraphWriter
 from pg2neo.capture.outbox_sql import APPLY_LOCK_KEY
 from pg2neo.capture.session import pin_transaction
@@ -91,9 +91,9 @@ class StrictCoordinator:
         self.mapping = mapping
         self.settings = settings or StrictSettings()
         self.database = database
-        self.builder = BatchBuilder(mapping)
         self.writer = GraphWriter(driver, mapping, database)
-        self._by_keys = {e.table: by_keys_query(mapping, e) for e in mapping.entries}
+        # reads and maps; the write goes through `writer.write_in` in the explicit transaction of `_write_graph`
+        self.applier = Applier(mapping, self.writer)
         self._on_step = on_step
         self._checked = False
         self._marker_schema = False
@@ -227,16 +227,12 @@ class StrictCoordinator:
                     by_table.setdefault(table, {})[tuple(key)] = None
             if not by_table:
                 return None
-            batch = self.builder.new_batch()
+            reads: list[ReadRow] = []
             for table, keys in by_table.items():
                 entry = self.mapping.entry(table)
                 assert entry is not None
-                wanted = list(keys)
-                columns = [[k[i] for k in wanted] for i in range(len(entry.key_columns))]
-                rows = cur.execute(self._by_keys[table], columns).fetchall()
-                self.builder.add_rows(batch, entry, rows)
-                present = {tuple(row[0]) for row in rows}
-                self.builder.add_deletes(batch, entry, [k for k in wanted if k not in present])
+                reads += self.applier.fetch(cur, entry, list(keys))
+            batch = self.applier.build(reads)
         if batch.failures:
             reasons = "; ".join(f"{f.table} {list(f.key)}: {f.reason}" for f in batch.failures[:5])
             raise StrictCommitFailed(
@@ -264,14 +260,7 @@ class StrictCoordinator:
                 ntx = session.begin_transaction(timeout=max(deadline - time.monotonic(), 1.0))
                 try:
                     ntx.run(MARKER_CREATE, gid=gid, epoch=epoch).consume()
-                    # the same Cypher as the applier; an explicit transaction offers the same run() as a managed one
-                    self.writer._work(
-                        cast(ManagedTransaction, ntx),
-                        batch,
-                        epoch,
-                        dt.datetime.now(dt.UTC),
-                        None,
-                    )
+                    self.writer.write_in(ntx, batch, epoch, dt.datetime.now(dt.UTC), None)
                     break
                 except EpochBehind as behind:
                     # the graph has seen newer epochs (reinstall, restore, a second source): move the sequence past
