@@ -5,7 +5,7 @@
      │    └── StackError      a local server that cannot be fetched, started or reached
      ├── MappingError         the mapping file, checked against the live catalog
      ├── CaptureError         capture objects in PostgreSQL (schema drift included)
-     ├── ApplyError           writing to Neo4j
+     ├── EpochBehind          a write stamped with an epoch older than the graph's
      ├── ReconcileError       verify and repair
      └── CoordinateError      strict mode (two-phase commit)
 
@@ -43,14 +43,6 @@ class SchemaDriftError(CaptureError):
     """A mapped table or column changed in PostgreSQL after `pg2neo init`."""
 
 
-class ApplyError(Pg2NeoError):
-    pass
-
-
-class TransientApplyError(ApplyError, Transient):
-    pass
-
-
 class ReconcileError(Pg2NeoError):
     pass
 
@@ -63,7 +55,7 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, Transient)
 
 
-class EpochBehind(ApplyError):
+class EpochBehind(Pg2NeoError):
     """The graph has seen a newer epoch than the one this write was stamped with.
 
     Epochs come from a PostgreSQL sequence; after `uninstall` + `init`, a restore from backup, a sequence reset or a

@@ -22,6 +22,9 @@ from pg2neo.errors import ConfigError
 ENV_PREFIX = "PG2NEO_"
 # Variables of the test harness (tests/conftest.py) share the prefix but are not settings.
 RESERVED_PREFIXES = ("PG2NEO_TEST_",)
+# Recovery rolls back a prepared strict transaction that has no decision once it is this old (seconds): the one
+# default of `PG2NEO_CHECK__PREPARED_TIMEOUT`, `pg2neo recover --timeout` and `coordinate.StrictSettings`.
+PREPARED_TIMEOUT = 60.0
 
 
 class Neo4jSettings(BaseModel):
@@ -43,19 +46,19 @@ class ApplySettings(BaseModel):
     # How long the snapshot keeps the apply lock for consecutive pages before it lets `run` take a turn.
     snapshot_hold_seconds: float = Field(default=10.0, gt=0)
     max_retries: int = Field(default=8, ge=0)
-    # Test-only fault injection: probability of SIGKILL between the Neo4j commit and the queue ack.
-    fault_kill_after_commit: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class CheckSettings(BaseModel):
     """The drift check the service runs while idle, and recovery of in-doubt strict transactions (seconds)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     interval: float = Field(default=300.0, gt=0)
     full_interval: float = Field(default=3600.0, gt=0)
     stale_after: float = Field(default=60.0, ge=0)
     enabled: bool = True
     recovery_interval: float = Field(default=15.0, gt=0)
-    prepared_timeout: float = Field(default=60.0, gt=0)
+    prepared_timeout: float = Field(default=PREPARED_TIMEOUT, gt=0)
     schema_interval: float = Field(default=5.0, gt=0)  # the running service's check of the mapped tables' catalog
 
 

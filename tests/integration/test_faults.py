@@ -26,6 +26,7 @@ import pytest
 from neo4j import Driver, GraphDatabase
 from prometheus_client import REGISTRY
 
+from fault_run import KILLED_AFTER_COMMIT
 from faultproxy import FaultProxy, assert_graph_exact
 from pg2neo.apply.engine import BatchResult, Engine
 from pg2neo.demo.flow import mapping_path
@@ -211,9 +212,14 @@ def service_env(s: Synced, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_service(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+# `pg2neo` with its fault points armed from PG2NEO_TEST_* variables (tests/fault_run.py).
+FAULT_RUN = Path(__file__).resolve().parents[1] / "fault_run.py"
+
+
+def start_service(env: dict[str, str], *args: str, faults: bool = False) -> subprocess.Popen[bytes]:
+    command = [str(FAULT_RUN)] if faults else ["-m", "pg2neo"]
     return subprocess.Popen(
-        [sys.executable, "-m", "pg2neo", "--log-level", "debug", "run", *args],
+        [sys.executable, *command, "--log-level", "debug", "run", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -234,11 +240,16 @@ def sigkill_rounds(synced: Synced, total: int) -> dict[str, int]:
     kills = {"random_point": 0, "after_neo4j_commit": 0}
     while sum(kills.values()) < total:
         after_commit = sum(kills.values()) % 3 == 2
-        env = service_env(synced, PG2NEO_APPLY__FAULT_KILL_AFTER_COMMIT="0.5" if after_commit else "0")
+        env = service_env(synced, PG2NEO_TEST_KILL_AFTER_COMMIT="0.5") if after_commit else service_env(synced)
         since = conn_now(synced.conn)
-        proc = start_service(env)
+        proc = start_service(env, faults=after_commit)
         if after_commit:
-            proc.wait(timeout=60)  # dies by itself at the hook, once Neo4j committed and before the ack
+            try:
+                proc.wait(timeout=60)  # dies by itself at the hook, once Neo4j committed and before the ack
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise AssertionError("no SIGKILL at the after-commit fault point within 60 s") from None
         else:
             # A random point once it is connected: reading, writing to Neo4j, acking or idle.
             wait_connected(synced.conn, proc, since)
@@ -255,6 +266,7 @@ def sigkill_rounds(synced: Synced, total: int) -> dict[str, int]:
     drain_and_compare(synced)
     text = output.decode(errors="replace")
     assert text.count("service_started") == total and applied_between_kills > 0
+    assert text.count(KILLED_AFTER_COMMIT) == kills["after_neo4j_commit"]
     assert pg_password(synced) not in text and synced.servers.neo4j_password not in text
     print(f"kills={kills} writes={counts} batches_committed_between_kills={applied_between_kills}")
     return kills

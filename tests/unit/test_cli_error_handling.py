@@ -1,6 +1,6 @@
 """Errors at the CLI boundary: redaction of secrets, settings mistakes, and what each error means for the exit.
 
-Place in the data flow: before it — the `pg2neo` command's one error handler (pg2neo.cli.main, pg2neo.cli.exits),
+Place in the data flow: before it — the `pg2neo` command's one error handler (pg2neo.cli.app, pg2neo.cli.exits),
 the settings loader and the connection checks. No server: the commands here fail before they open a socket.
 """
 
@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 from pg2neo import logs
 from pg2neo.cli import exits
 from pg2neo.cli.main import app
+from pg2neo.coordinate import RecoveryReport
 from pg2neo.errors import ConfigError, MappingError, Pg2NeoError, SchemaDriftError
 from pg2neo.runtime.connections import check_dsn
-from pg2neo.settings import dsn_passwords, load_settings, setting_names
+from pg2neo.settings import Settings, dsn_passwords, load_settings, setting_names
 
 SECRET = "Hunter2-secret"
 
@@ -177,7 +178,7 @@ def test_an_internal_error_is_one_line_with_the_debug_hint(
     def broken(*_: object, **__: object) -> None:
         raise RuntimeError("boom at postgresql://u:internalsecret@h/db")
 
-    monkeypatch.setattr("pg2neo.cli.main.resolve", broken)
+    monkeypatch.setattr("pg2neo.cli.sync_cmd.resolve", broken)
     result = CliRunner().invoke(app, ["uninstall"])
     assert result.exit_code == exits.INTERNAL
     [line] = result.stderr.strip().splitlines()
@@ -188,9 +189,52 @@ def test_an_internal_error_is_one_line_with_the_debug_hint(
 
 
 def test_fail_keeps_its_contract_for_the_commands_that_call_it() -> None:
-    from pg2neo.cli.main import fail
+    from pg2neo.cli.app import fail
 
     assert isinstance(fail(Pg2NeoError("x")), typer.Exit)
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "expected"),
+    [
+        ({}, [], 60.0),
+        ({"PG2NEO_CHECK__PREPARED_TIMEOUT": "90"}, [], 90.0),
+        ({"PG2NEO_CHECK__PREPARED_TIMEOUT": "90"}, ["--timeout", "5"], 5.0),
+    ],
+)
+def test_recover_timeout_defaults_to_the_prepared_timeout_setting(
+    clean_env: pytest.MonkeyPatch, env: dict[str, str], args: list[str], expected: float
+) -> None:
+    class FakePipeline:
+        conn = driver = None
+        database = "neo4j"
+
+        def __init__(self, settings: Settings) -> None:
+            self.settings = settings
+
+        @classmethod
+        def open(cls, settings: Settings, check_installed: bool = False) -> FakePipeline:
+            return cls(settings)
+
+        def __enter__(self) -> FakePipeline:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            pass
+
+    timeouts = []
+
+    def fake_recover(conn: object, driver: object, database: str, timeout: float) -> RecoveryReport:
+        timeouts.append(timeout)
+        return RecoveryReport()
+
+    for name, value in env.items():
+        clean_env.setenv(name, value)
+    clean_env.setattr("pg2neo.cli.app.Pipeline", FakePipeline)
+    clean_env.setattr("pg2neo.cli.strict_cmd.recover", fake_recover)
+    result = CliRunner().invoke(app, ["recover", "--json", *args])
+    assert result.exit_code == 0, result.output
+    assert timeouts == [expected]
 
 
 def test_help_names_the_environment_variables() -> None:

@@ -1,7 +1,7 @@
 """The exit codes of `pg2neo`, each with one meaning (README "Exit codes"), and what an error means for the exit.
 
 Every command's errors reach `failure_for` once, at the CLI boundary: driver and library errors become one line
-that says what is wrong and how to fix it, with the code of its kind. Nothing here prints; `pg2neo.cli.main` does,
+that says what is wrong and how to fix it, with the code of its kind. Nothing here prints; `pg2neo.cli.app` does,
 through `pg2neo.logs.redact`.
 """
 

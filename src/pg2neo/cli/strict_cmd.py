@@ -13,27 +13,30 @@ from typing import Annotated
 import typer
 
 from pg2neo.cli import exits
-from pg2neo.cli.main import _context, app, console, fail
-from pg2neo.coordinate import StrictSettings, recover
+from pg2neo.cli.app import console, fail, open_pipeline
+from pg2neo.coordinate import recover
 from pg2neo.errors import Pg2NeoError
+from pg2neo.settings import PREPARED_TIMEOUT
 
 
-@app.command("recover")
 def recover_command(
     timeout: Annotated[
-        float,
-        typer.Option(help="Roll back prepared strict transactions without Neo4j marker once this many seconds old."),
-    ] = StrictSettings().prepared_timeout,
+        float | None,
+        typer.Option(
+            help="Roll back prepared strict transactions without Neo4j marker once this many seconds old.",
+            show_default=f"PG2NEO_CHECK__PREPARED_TIMEOUT, else {PREPARED_TIMEOUT}",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Settle strict transactions left prepared in PostgreSQL: commit those Neo4j committed, roll back the rest."""
-    ctx = _context()
-    try:
-        report = recover(ctx.conn, ctx.driver, ctx.connections.neo4j_database, timeout)
-    except Pg2NeoError as exc:
-        raise fail(exc) from exc
-    finally:
-        ctx.close()
+    with open_pipeline() as pipeline:
+        if timeout is None:
+            timeout = pipeline.settings.check.prepared_timeout
+        try:
+            report = recover(pipeline.conn, pipeline.driver, pipeline.database, timeout)
+        except Pg2NeoError as exc:
+            raise fail(exc) from exc
     if as_json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
     else:

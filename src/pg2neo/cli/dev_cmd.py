@@ -1,0 +1,82 @@
+"""`pg2neo dev up|down|status` (the embedded local PostgreSQL + Neo4j) and `pg2neo demo`, which runs on it.
+
+Registered on the app by `pg2neo.cli.main`; their errors reach the app's one handler (`pg2neo.cli.app`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pg2neo.cli.app import console, fail, settings
+from pg2neo.devstack.stack import LocalStack
+from pg2neo.errors import Pg2NeoError
+
+dev_app = typer.Typer(help="The embedded local PostgreSQL + Neo4j stack.", no_args_is_help=True)
+
+
+@dev_app.command("up")
+def dev_up() -> None:
+    """Start the local PostgreSQL 15 and Neo4j 5.26 (with APOC); return when both answer."""
+    stack = LocalStack(settings().dev)
+    started = time.monotonic()
+    try:
+        timings = stack.up()
+    except Pg2NeoError as exc:
+        raise fail(exc) from exc
+    info = stack.info()
+    console.print(
+        f"[green]up[/] in {time.monotonic() - started:.1f}s "
+        f"(postgres {timings['postgres']:.1f}s, neo4j {timings['neo4j']:.1f}s)\n"
+        f"  PostgreSQL  {stack.postgres.dsn_without_password}  password in {stack.postgres.password_file}\n"
+        f"  Neo4j       {info.neo4j_uri}  user neo4j, password in {stack.neo4j.password_file}",
+        highlight=False,
+    )
+
+
+@dev_app.command("down")
+def dev_down() -> None:
+    """Stop both local servers cleanly."""
+    try:
+        LocalStack(settings().dev).down()
+    except Pg2NeoError as exc:
+        raise fail(exc) from exc
+    console.print("[green]down[/]")
+
+
+@dev_app.command("status")
+def dev_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Versions, ports, data folders and whether each server is up."""
+    status = LocalStack(settings().dev).status()
+    if as_json:
+        sys.stdout.write(json.dumps(status, indent=2) + "\n")
+        return
+    table = Table("server", "up", "version", "port", "data")
+    pg, neo = status["postgres"], status["neo4j"]
+    table.add_row("PostgreSQL", str(pg["up"]), pg.get("version", ""), str(pg.get("port", "")), pg.get("data", ""))
+    table.add_row(
+        "Neo4j",
+        str(neo["up"]),
+        f"{neo.get('version', '')} (APOC {neo.get('apoc', '')})",
+        str(neo.get("bolt_port", "")),
+        neo.get("data", ""),
+    )
+    console.print(table)
+
+
+def demo(
+    scale: Annotated[int, typer.Option(help="Content items to generate (other tables in proportion).")] = 200,
+    live_operations: Annotated[int, typer.Option(help="Live writes applied while `run` is going.")] = 300,
+) -> None:
+    """Start the local stack, load the reference schema with data, init, snapshot, run live writes, compare."""
+    from pg2neo.demo.flow import run_demo
+
+    try:
+        run_demo(settings(), console, scale, live_operations)
+    except Pg2NeoError as exc:
+        raise fail(exc) from exc

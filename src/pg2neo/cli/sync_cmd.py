@@ -1,0 +1,238 @@
+"""`pg2neo init`, `uninstall`, `snapshot`, `run` and `status`: thin commands over the pipeline and the runtime.
+
+Registered on the app by `pg2neo.cli.main`; their errors reach the app's one handler (`pg2neo.cli.app`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Annotated, Any
+
+import psycopg
+import typer
+from prometheus_client import start_http_server
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from pg2neo import logs
+from pg2neo.apply.engine import BatchResult
+from pg2neo.cli.app import console, fail, log, open_pipeline, settings
+from pg2neo.coordinate import start_periodic_recovery
+from pg2neo.errors import Pg2NeoError
+from pg2neo.mapping.plan import Mapping
+from pg2neo.reconcile.background import BackgroundCheck
+from pg2neo.runtime import install
+from pg2neo.runtime.connections import resolve
+from pg2neo.runtime.service import Stopper, run_service, run_snapshot
+from pg2neo.runtime.status import status_report
+
+
+def init(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the SQL and Cypher instead of running it.")] = False,
+    service_role: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--service-role",
+            help="A role that runs the service (run, snapshot, verify, status, dlq): granted what it needs, and "
+            "again by every later init (repeatable). See docs/operations.md.",
+        ),
+    ] = None,
+) -> None:
+    """Validate the mapping; install the capture triggers and pg2neo schema; create Neo4j constraints. Idempotent."""
+    with open_pipeline() as pipeline:
+        try:
+            statements, cypher = install.init(
+                pipeline.conn,
+                pipeline.driver,
+                pipeline.mapping,
+                pipeline.database,
+                dry_run,
+                service_roles=service_role or [],
+            )
+        except Pg2NeoError as exc:
+            raise fail(exc) from exc
+    if dry_run:
+        sys.stdout.write("-- PostgreSQL\n" + ";\n\n".join(statements) + ";\n\n// Neo4j\n" + ";\n".join(cypher) + ";\n")
+        return
+    console.print(
+        f"[green]installed[/]: {len(pipeline.mapping.nodes)} node tables, {len(pipeline.mapping.joins)} join tables, "
+        f"{len(cypher)} Neo4j constraints/indexes"
+    )
+
+
+def uninstall() -> None:
+    """Remove the capture triggers and the pg2neo schema (queue, dead letters, audit) from PostgreSQL."""
+    connections = resolve(settings())
+    with psycopg.connect(connections.pg_dsn, autocommit=True) as conn:
+        removed = install.uninstall(conn)
+    console.print(f"[green]uninstalled[/]: {removed} triggers and the pg2neo schema")
+
+
+def snapshot(
+    restart: Annotated[bool, typer.Option("--restart", help="Forget earlier progress and load everything.")] = False,
+) -> None:
+    """Load the rows that already exist, in bounded batches; resumable; safe while writes and `run` go on."""
+    with open_pipeline(check_installed=True) as pipeline:
+        engine = pipeline.engine()
+        stopper = Stopper()
+        stopper.install()
+        if restart:
+            engine.reset_snapshot()
+        totals = table_sizes(pipeline.conn, pipeline.mapping)
+        started = time.monotonic()
+        if console.is_terminal:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                console=console,
+            ) as progress:
+                tasks = {t: progress.add_task(t, total=n, rate="") for t, n in totals.items()}
+
+                def on_page(table: str, result: BatchResult) -> None:
+                    task = progress.tasks[tasks[table]]
+                    rate = result.extra["rows_done"] / max(task.elapsed or 1e-9, 1e-9)
+                    progress.update(tasks[table], completed=result.extra["rows_done"], rate=f"{rate:,.0f} rows/s")
+                    if result.done:
+                        progress.update(tasks[table], total=result.extra["rows_done"])
+
+                total = run_snapshot(engine, stopper, on_page)
+        else:
+
+            def on_page(table: str, result: BatchResult) -> None:
+                logs.event(
+                    log,
+                    "snapshot_progress",
+                    table=table,
+                    rows_done=result.extra["rows_done"],
+                    estimated_total=totals.get(table),
+                    done=result.done,
+                )
+
+            total = run_snapshot(engine, stopper, on_page)
+    elapsed = time.monotonic() - started
+    console.print(f"[green]snapshot[/]: {total:,} rows in {elapsed:.1f}s ({total / max(elapsed, 1e-9):,.0f} rows/s)")
+    existing = sum(totals.values())
+    if total == 0 and existing and not stopper.stopped:
+        console.print(
+            f"every mapped table was already loaded by an earlier snapshot ({existing:,} rows in "
+            f"{len(totals)} tables now; `pg2neo run` keeps them in sync). "
+            "To load everything again, run `pg2neo snapshot --restart`."
+        )
+
+
+def run_command(
+    until_empty: Annotated[bool, typer.Option("--until-empty", help="Stop once the queue is drained.")] = False,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
+) -> None:
+    """The sync service: apply queued changes to Neo4j in batches until stopped (SIGTERM/SIGINT)."""
+    with open_pipeline(check_installed=True) as pipeline:
+        config = pipeline.settings
+        port = metrics_port or config.metrics_port
+        if port:
+            start_http_server(port, addr="127.0.0.1")
+        engine = pipeline.engine()
+        stopper = Stopper()
+        stopper.install()
+        logs.event(log, "service_started", tables=len(pipeline.mapping.tables), batch_rows=config.apply.batch_rows)
+        check = config.check
+        # Beside the loop, not in it: an orphaned prepared transaction holds the apply lock until recovery settles it.
+        recovery = start_periodic_recovery(
+            pipeline.pg_dsn,
+            pipeline.driver,
+            stopper.event,
+            pipeline.database,
+            interval=check.recovery_interval,
+            prepared_timeout=check.prepared_timeout,
+        )
+        on_idle = None
+        if check.enabled and not until_empty:
+            on_idle = BackgroundCheck(
+                pipeline.pg_dsn,
+                pipeline.driver,
+                pipeline.mapping,
+                interval=check.interval,
+                full_interval=check.full_interval,
+                stale_after_seconds=check.stale_after,
+                database=pipeline.database,
+            )
+        try:
+            applied = run_service(
+                engine,
+                stopper,
+                config.apply.poll_interval,
+                until_empty,
+                on_idle=on_idle,
+                audit_retention_days=config.audit_retention_days,
+                schema_interval=check.schema_interval,
+            )
+        except Pg2NeoError as exc:
+            raise fail(
+                exc
+            ) from exc  # a schema change (SchemaChanged, a SchemaDriftError) exits 3: exits.NEEDS_OPERATOR
+        finally:
+            stopper.event.set()
+            recovery.join(timeout=30)
+    logs.event(log, "service_stopped", applied=applied)
+
+
+def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Queue depth, lag, throughput over the last minute, dead letters and the last batch."""
+    connections = resolve(settings())
+    with psycopg.connect(connections.pg_dsn, autocommit=True) as conn:
+        try:
+            report = status_report(conn)
+        except psycopg.errors.UndefinedTable as exc:
+            raise fail(Pg2NeoError("pg2neo is not installed in this database: run `pg2neo init`")) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+        return
+    table = Table("measure", "value")
+    table.add_row("queue depth", f"{report['queue_depth']:,}")
+    table.add_row("lag (oldest unapplied)", f"{report['lag_seconds']:.2f} s")
+    table.add_row("applied, last minute", f"{report['applied_last_minute']:,} ({report['throughput_per_second']}/s)")
+    table.add_row("dead letters", str(report["dead_letters"]))
+    table.add_row("drift (background check)", _drift_text(report["drift"]))
+    for change in report["schema_changes"]:
+        table.add_row(
+            f"[red]schema changed[/] {change['table']}", f"{change['kind']}: {change['detail']}\n{change['remedy']}"
+        )
+    for service in report["services"] or [{"name": "-", "shown": "no service running", "detail": ""}]:
+        detail = f": {service['detail']}" if service["detail"] else ""
+        table.add_row(f"service {service['name']}", f"{service['shown']}{detail}")
+    for tbl, progress in report["snapshot"].items():
+        table.add_row(f"snapshot {tbl}", f"{progress['rows']:,} rows, {'done' if progress['done'] else 'in progress'}")
+    last = report["last_batch"]
+    table.add_row(
+        "last batch",
+        "none"
+        if last is None
+        else f"{last['kind']} {last['events']} events in {last['duration_ms']} ms at {last['finished_at']}",
+    )
+    console.print(table)
+
+
+def _drift_text(drift: dict[str, Any] | None) -> str:
+    if drift is None:
+        return "not checked yet"
+    checks = "; ".join(
+        f"{mode} check {check['seconds_ago']:.0f} s ago: {check['drift']:,}" for mode, check in drift["checks"].items()
+    )
+    return (
+        f"{drift['total']:,} (missing {drift.get('missing', 0):,}, extra {drift.get('extra', 0):,}, mismatch "
+        f"{drift.get('mismatch', 0):,}, stale {drift.get('stale', 0):,}; {checks})"
+    )
+
+
+def table_sizes(conn: psycopg.Connection[Any], mapping: Mapping) -> dict[str, int]:
+    sizes = {}
+    for entry in mapping.entries:
+        row = conn.execute(
+            psycopg.sql.SQL("SELECT count(*) FROM {}").format(psycopg.sql.Identifier(entry.schema, entry.name))
+        ).fetchone()
+        sizes[entry.table] = int(row[0]) if row else 0
+    return sizes
