@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pg2neo.errors import MappingError
 from pg2neo.mapping import resolve as resolve_module
-from pg2neo.mapping.catalog import CatalogColumn, CatalogTable, ForeignKey
+from pg2neo.mapping.catalog import Catalog, CatalogColumn, CatalogTable, ForeignKey
 from pg2neo.mapping.hashing import bucket_of
 from pg2neo.mapping.model import load_file
 from pg2neo.mapping.plan import Mapping, SelectAs, ValueKind
-from pg2neo.reconcile.verify import ScopeReport, _collect_slots, _count_collisions
+from pg2neo.reconcile.verify import ScopeReport, _collect_slots, count_collisions
 
 
 def col(name: str, base: str = "int8", type_name: str | None = None, element: str | None = None) -> CatalogColumn:
@@ -80,13 +79,7 @@ CATALOG = {
 }
 
 
-@pytest.fixture(autouse=True)
-def fake_catalog(monkeypatch: pytest.MonkeyPatch) -> None:
-    def read_table(conn: Any, schema: str, name: str) -> CatalogTable | None:
-        return CATALOG.get(name) if schema == "public" else None
-
-    monkeypatch.setattr(resolve_module, "read_table", read_table)
-    monkeypatch.setattr(resolve_module, "table_names", lambda conn, schema: sorted(CATALOG))
+SNAPSHOT = Catalog({t.qualified: t for t in CATALOG.values()}, {"public": tuple(sorted(CATALOG))})
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -97,7 +90,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def resolved(path: Path) -> Mapping:
     spec, index = load_file(path)
-    return resolve_module.resolve(spec, index, None)  # type: ignore[arg-type]  # the fake catalog needs no conn
+    return resolve_module.resolve(spec, index, SNAPSHOT)
 
 
 def problems_of(path: Path) -> list[str]:
@@ -441,8 +434,8 @@ def test_verify_counts_rows_that_map_to_one_key() -> None:
     assert found[0] == {one: 11, other: 12}  # the first row's item is compared; the others are counted
     assert repeated[0] == [one, one]
     report = ScopeReport(":Amount", "node")
-    _count_collisions(report, repeated[0], samples=5)
+    count_collisions(report, repeated[0], samples=5)
     assert report.collisions == 2 and report.collision_samples == [list(one)]
     fk_report = ScopeReport("(:Amount)-[:X]->(:Y)", "fk")
-    _count_collisions(fk_report, repeated[0], samples=5)
+    count_collisions(fk_report, repeated[0], samples=5)
     assert fk_report.collisions == 0  # counted once, on the node scope

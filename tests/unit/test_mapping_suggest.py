@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pg2neo.mapping import resolve as resolve_module
-from pg2neo.mapping.catalog import CatalogColumn, CatalogTable, ForeignKey
+from pg2neo.mapping.catalog import Catalog, CatalogColumn, CatalogTable, ForeignKey
 from pg2neo.mapping.model import load_file
 from pg2neo.mapping.plan import Mapping
 from pg2neo.mapping.suggest import (
@@ -75,18 +75,13 @@ def validate(result: Suggestion, facts: list[TableFacts], tmp_path: Path) -> Map
     """The suggested file through the real loader and validator, the catalog being `facts`."""
     path = tmp_path / "suggested.yaml"
     path.write_text(result.yaml())
-    by_name = {(f.table.schema, f.table.name): f.table for f in facts}
-
-    def read_table(_conn: Any, schema: str, name: str) -> CatalogTable | None:
-        return by_name.get((schema, name))
-
-    def table_names(_conn: Any, schema: str) -> list[str]:
-        return sorted(name for s, name in by_name if s == schema)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(resolve_module, "read_table", read_table)
-        patch.setattr(resolve_module, "table_names", table_names)
-        return resolve_module.load_mapping(path, conn=None)  # type: ignore[arg-type]
+    schemas = {f.table.schema for f in facts}
+    catalog = Catalog(
+        {f.table.qualified: f.table for f in facts},
+        {s: tuple(sorted(f.table.name for f in facts if f.table.schema == s)) for s in schemas},
+    )
+    spec, index = load_file(path)
+    return resolve_module.resolve(spec, index, catalog)
 
 
 def entries(result: Suggestion) -> tuple[dict[str, Any], dict[str, Any]]:

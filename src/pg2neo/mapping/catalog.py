@@ -1,8 +1,13 @@
-"""What the live PostgreSQL catalog says about the tables a mapping names: columns, types, keys, foreign keys."""
+"""What the live PostgreSQL catalog says about the tables a mapping names: columns, types, keys, foreign keys.
+
+`read_catalog` reads it once into a `Catalog` snapshot; the resolver (resolve.py) checks a mapping against that
+snapshot without a connection.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -40,6 +45,15 @@ class CatalogTable:
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """A snapshot of the catalog for one mapping: the tables it names that exist (by schema-qualified name) and, for
+    each schema in which a name it uses is missing, that schema's table names (to suggest the closest one)."""
+
+    tables: dict[str, CatalogTable]
+    table_names: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 _COLUMNS = """
@@ -127,3 +141,18 @@ def read_table(conn: psycopg.Connection[Any], schema: str, name: str) -> Catalog
         for row in conn.execute(_FOREIGN, (oid,)).fetchall()
     )
     return CatalogTable(schema, name, columns, primary, tuple(unique), foreign)
+
+
+def read_catalog(conn: psycopg.Connection[Any], names: Iterable[tuple[str, str]]) -> Catalog:
+    """The snapshot of the tables `names` (schema, table) for the resolver."""
+    tables: dict[str, CatalogTable] = {}
+    listed: dict[str, tuple[str, ...]] = {}
+    for schema, name in names:
+        if f"{schema}.{name}" in tables:
+            continue
+        found = read_table(conn, schema, name)
+        if found is not None:
+            tables[found.qualified] = found
+        elif schema not in listed:
+            listed[schema] = tuple(table_names(conn, schema))
+    return Catalog(tables, listed)

@@ -1,4 +1,8 @@
-"""Checks the mapping file against the live catalog and turns it into the resolved `Mapping`.
+"""Checks the mapping file against a catalog snapshot and turns it into the resolved `Mapping`.
+
+`resolve` is pure: it reads no database, only the `Catalog` snapshot that catalog.py reads (`read_catalog`) for the
+tables the file names (`named_tables`), so it is tested on hand-built catalogs. `load_mapping` is the entry that
+reads: the file, then the snapshot from a connection, then `resolve`.
 
 Every problem is collected (not just the first) and reported with the file, the line and what to write instead.
 """
@@ -10,12 +14,10 @@ import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from pg2neo.errors import MappingError
-from pg2neo.mapping.catalog import CatalogColumn, CatalogTable, read_table, table_names
+from pg2neo.mapping.catalog import Catalog, CatalogColumn, CatalogTable, read_catalog
 from pg2neo.mapping.model import JoinRelSpec, LineIndex, MappingFile, NodeSpec, PropertiesSpec, load_file
 from pg2neo.mapping.plan import (
     Column,
@@ -27,6 +29,9 @@ from pg2neo.mapping.plan import (
     SelectAs,
     ValueKind,
 )
+
+if TYPE_CHECKING:
+    import psycopg
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_PREFIX = "_pg2neo"
@@ -224,27 +229,29 @@ def _split(schema: str, table: str) -> tuple[str, str]:
 
 
 def load_mapping(path: Path, conn: psycopg.Connection[Any]) -> Mapping:
-    """Load the file, check it against the catalog of `conn`, and resolve it."""
+    """Load the file, read the catalog of the tables it names from `conn`, and resolve it."""
     spec, index = load_file(path)
-    return resolve(spec, index, conn)
+    return resolve(spec, index, read_catalog(conn, named_tables(spec)))
 
 
-def resolve(spec: MappingFile, index: LineIndex, conn: psycopg.Connection[Any]) -> Mapping:
+def named_tables(spec: MappingFile) -> list[tuple[str, str]]:
+    """The (schema, table) pairs the file names, in the order `resolve` looks them up: what its snapshot holds."""
+    names = [t for node in spec.nodes for t in (node.table, *(rel.to for rel in node.relationships))]
+    names += [rel.table for rel in spec.relationships]
+    return list(dict.fromkeys(_split(spec.schema_, t) for t in names))
+
+
+def resolve(spec: MappingFile, index: LineIndex, catalog: Catalog) -> Mapping:
+    """The plan of `spec` (read from `index.path`) over `catalog`; raises `MappingError` listing every problem."""
     problems = _Problems(index)
-    catalog: dict[str, CatalogTable] = {}
-    known_tables: dict[str, list[str]] = {}
 
     def lookup(at: tuple[str | int, ...], table: str) -> CatalogTable | None:
         schema, name = _split(spec.schema_, table)
         qualified = f"{schema}.{name}"
-        if qualified in catalog:
-            return catalog[qualified]
-        found = read_table(conn, schema, name)
+        found = catalog.tables.get(qualified)
         if found is None:
-            names = known_tables.setdefault(schema, table_names(conn, schema))
+            names = list(catalog.table_names.get(schema, ()))
             problems.add(at, f"unknown table `{qualified}`{_suggest(name, names)}")
-            return None
-        catalog[qualified] = found
         return found
 
     tables_seen: dict[str, tuple[str | int, ...]] = {}
