@@ -51,6 +51,7 @@ from pg2neo.mapping.resolve import load_mapping
 from pg2neo.runtime import install
 from pg2neo.runtime.service import Stopper, run_snapshot
 from pg2neo.settings import ApplySettings
+from pg2neo.transport.queue import queue_totals
 
 DB = "bench_live"
 
@@ -208,12 +209,8 @@ class Probe:
 
 
 def queue_sample(conn: psycopg.Connection[Any]) -> tuple[float, int, int]:
-    row = conn.execute(
-        "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('pg2neo.changes', 'seq')::regclass), 0), "
-        "(SELECT count(*) FROM pg2neo.changes)"
-    ).fetchone()
-    assert row is not None
-    return time.time(), int(row[0]), int(row[1])
+    totals = queue_totals(conn)
+    return time.time(), totals.enqueued, totals.waiting
 
 
 class Sampler(threading.Thread):

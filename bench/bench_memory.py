@@ -18,6 +18,7 @@ from psycopg import sql
 
 from bench.bench_snapshot import DB as SNAPSHOT_DB
 from bench.common import Bench, chart_path, load, log, median, write_result
+from pg2neo.transport.queue import queue_depth
 
 TABLES = ("content_chunks", "messages", "content_items", "threads")
 CHUNK = 50_000
@@ -52,8 +53,7 @@ def build_backlog(dsn: str, target: int) -> int:
                     done += max(cur.rowcount, 0)
                     at += width
                 made += done
-        row = conn.execute("SELECT count(*) FROM pg2neo.changes").fetchone()
-        return int(row[0]) if row else 0
+        return queue_depth(conn)
 
 
 def drain(bench: Bench, dsn: str) -> dict[str, float]:

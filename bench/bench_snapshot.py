@@ -209,12 +209,12 @@ def run_apoc(built: Prebuilt, mapping: Mapping, driver: Driver) -> float:
             calls.append((st.upsert, epoch_rows(upserts, entry.epoch_props), params))
             for i, link in enumerate(st.links):
                 rows = [r for b in batches if entry.table in b.nodes for r in b.nodes[entry.table].links[i]]
-                calls.append((link, rows, {}))
+                calls.append((link, rows, params))
         else:
             js = join_statements(entry)
             upserts = [u for b in batches if entry.table in b.joins for u in b.joins[entry.table].upserts]
             clear = [{"key": u["key"], "a": u["a"], "b": u["b"]} for u in upserts]
-            calls += [(js.clear, clear, {}), (js.upsert, upserts, params)]
+            calls += [(js.clear, clear, params), (js.upsert, upserts, params)]
         started = time.monotonic()
         for statement, rows, call_params in calls:
             _iterate(driver, statement, rows, call_params)

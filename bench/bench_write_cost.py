@@ -23,6 +23,7 @@ from pg2neo.demo.flow import mapping_path
 from pg2neo.demo.generate import generate, load_schema, row_counts
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.runtime import install
+from pg2neo.transport.queue import empty_queue_if_installed
 
 DB = "bench_write_cost"
 CLIENTS = 4
@@ -48,8 +49,7 @@ SCRIPTS: dict[str, tuple[int, str]] = {
 def _round(dsn: str, scripts: list[str], seconds: int) -> dict[str, float]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         bounds = id_bounds(conn)
-        if conn.execute("SELECT to_regclass('pg2neo.changes')").fetchone() not in (None, (None,)):
-            conn.execute("TRUNCATE pg2neo.changes")
+        empty_queue_if_installed(conn)
         conn.execute("CHECKPOINT")
     defines = [a for k, v in bounds.items() for a in ("-D", f"{k}={v}")]
     command = [

@@ -28,7 +28,6 @@ import pytest
 from neo4j import Driver
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from pg2neo.capture.outbox_sql import mark_own_write
 from pg2neo.console.app import Backend, ConsoleApp
 from pg2neo.console.server import serve_in_thread
 from pg2neo.mapping.plan import Mapping
@@ -37,6 +36,7 @@ from pg2neo.reconcile import repair
 from pg2neo.reconcile.verify import verify
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
+from pg2neo.transport.schema import mark_own_write
 from syncing import drain
 
 pytestmark = pytest.mark.integration
@@ -163,7 +163,7 @@ def test_pages_retry_a_dead_letter_and_resolve_a_conflict(stack: Stack, console:
     # A conflict for the manual policy: the graph's Team 1 was edited by hand.
     stack.cypher("MATCH (t:Team {id: 1}) SET t.name = 'edited in graph'")
     report = verify(stack.dsn, stack.driver, stack.mapping)
-    result = repair.reconcile(stack.dsn, stack.driver, stack.mapping, report.drifts, "manual", stack.drain, True)
+    result = repair.reconcile(stack.dsn, stack.driver, stack.mapping, report.drifts, "manual", True)
     assert result.conflicts_recorded == 1
     dead_id = stack.one("SELECT id FROM pg2neo.dead_letters WHERE key = '{3}'")
     assert dead_id is not None

@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 from neo4j import Driver
 from psycopg import sql
 
-from pg2neo.apply.engine import Engine
 from pg2neo.errors import ReconcileError
 from pg2neo.mapping.plan import Mapping
 from pg2neo.mapping.resolve import load_mapping
@@ -32,7 +31,6 @@ from pg2neo.reconcile import repair
 from pg2neo.reconcile.verify import verify
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
-from pg2neo.settings import ApplySettings
 from syncing import drain, snapshot
 
 pytestmark = pytest.mark.integration
@@ -335,32 +333,17 @@ def test_a_refused_write_is_reported_and_a_repair_that_did_not_take_is_not_succe
 
     report = verify(pg_dsn, driver, mapping)
     assert report.drift_total == 1
-    engine = Engine(pg_dsn, driver, mapping, ApplySettings())
-    try:
-        result = repair.reconcile(
-            pg_dsn, driver, mapping, report.drifts, "pg-wins", lambda: _drain_engine(engine), apply=True
-        )
-    finally:
-        engine.close()
+    result = repair.reconcile(pg_dsn, driver, mapping, report.drifts, "pg-wins", apply=True)
     assert result.errors and "did not take effect" in result.errors[0]
 
     # the same through a recorded conflict resolved by hand: refused, and the conflict stays open
-    manual = repair.reconcile(pg_dsn, driver, mapping, report.drifts, "manual", lambda: None, apply=True)
+    manual = repair.reconcile(pg_dsn, driver, mapping, report.drifts, "manual", apply=True)
     assert manual.conflicts_recorded == 1
     conflict_id = conn.execute("SELECT id FROM pg2neo.conflicts WHERE resolved_at IS NULL").fetchone()
     assert conflict_id is not None
-    engine = Engine(pg_dsn, driver, mapping, ApplySettings())
-    try:
-        with pytest.raises(ReconcileError, match="did not take effect"):
-            repair.resolve_conflict(pg_dsn, driver, mapping, conflict_id[0], "pg", lambda: _drain_engine(engine))
-    finally:
-        engine.close()
+    with pytest.raises(ReconcileError, match="did not take effect"):
+        repair.resolve_conflict(pg_dsn, driver, mapping, conflict_id[0], "pg")
     assert conn.execute("SELECT count(*) FROM pg2neo.conflicts WHERE resolved_at IS NULL").fetchone() == (1,)
-
-
-def _drain_engine(engine: Engine) -> None:
-    while engine.apply_next():
-        pass
 
 
 def test_verify_tells_its_progress(people: Db, pg_dsn: str) -> None:

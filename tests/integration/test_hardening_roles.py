@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 
 from oracle import NodeSpec, SchemaSpec, assert_graph_matches
 from pg2neo.apply.engine import Engine
-from pg2neo.capture.outbox_sql import mark_own_write
 from pg2neo.cli.main import app
 from pg2neo.errors import CaptureError
 from pg2neo.mapping.plan import Mapping
@@ -28,6 +27,7 @@ from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
 from pg2neo.runtime.service import Stopper, run_service
 from pg2neo.settings import ApplySettings
+from pg2neo.transport.schema import mark_own_write
 from pg_roles import temporary_roles
 
 pytestmark = pytest.mark.integration

@@ -188,7 +188,7 @@ def test_drop_column_cascade_that_drops_the_update_trigger_is_reported(db: Db) -
     install.init(db.conn, db.driver, mapping)
     report = verify(db.dsn, db.driver, mapping)
     assert report.drift_total > 0  # the update that was not captured, and the `w` property no longer mapped
-    repair.reconcile(db.dsn, db.driver, mapping, report.drifts, "pg-wins", lambda: db.drain(mapping), True)
+    repair.reconcile(db.dsn, db.driver, mapping, report.drifts, "pg-wins", True)
     db.drain(mapping)
     assert_graph_exact(db.conn, db.driver, mapping)
 
@@ -217,7 +217,7 @@ def test_detached_partition_is_reported(db: Db) -> None:
     install.init(db.conn, db.driver, mapping)
     report = verify(db.dsn, db.driver, mapping)
     assert report.totals()["extra"] == 15
-    repair.reconcile(db.dsn, db.driver, mapping, report.drifts, "pg-wins", lambda: db.drain(mapping), True)
+    repair.reconcile(db.dsn, db.driver, mapping, report.drifts, "pg-wins", True)
     assert_graph_exact(db.conn, db.driver, mapping)
 
 

@@ -29,13 +29,12 @@ import pytest
 from neo4j import Driver
 
 from pg2neo.apply.batch import BatchBuilder, GraphBatch
-from pg2neo.apply.cypher import EPOCH_LABEL
+from pg2neo.apply.cypher import EPOCH_LABEL, MARKER_LABEL, MARKER_VETO
 from pg2neo.apply.engine import Engine
 from pg2neo.apply.reader import page_query
 from pg2neo.apply.writer import GraphWriter
 from pg2neo.capture.session import prepare_connection
 from pg2neo.coordinate import recover
-from pg2neo.coordinate.protocol import MARKER_LABEL, MARKER_VETO
 from pg2neo.errors import EpochBehind
 from pg2neo.mapping.plan import Mapping
 from pg2neo.mapping.resolve import load_mapping

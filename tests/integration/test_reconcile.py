@@ -10,8 +10,10 @@ import pytest
 import test_verify
 from test_verify import Synced, counts, inject_all
 
-from pg2neo.reconcile import conflicts, repair
+from pg2neo.apply.engine import Engine
+from pg2neo.reconcile import repair
 from pg2neo.reconcile.verify import verify
+from pg2neo.transport import conflicts
 
 synced = test_verify.synced
 
@@ -19,7 +21,7 @@ synced = test_verify.synced
 def _reconcile(s: Synced, policy: str, apply: bool = True) -> repair.RepairResult:
     report = verify(s.dsn, s.driver, s.mapping)
     assert report.drift_total > 0
-    return repair.reconcile(s.dsn, s.driver, s.mapping, report.drifts, policy, s.drain, apply)
+    return repair.reconcile(s.dsn, s.driver, s.mapping, report.drifts, policy, apply)
 
 
 def _pg(s: Synced, query: str, params: tuple[Any, ...] = ()) -> Any:
@@ -47,7 +49,7 @@ def test_dry_run_changes_nothing_then_pg_wins_rewrites_the_graph(synced: Synced)
     assert _pg(synced, "SELECT count(*) FROM pg2neo.changes") == 0
 
 
-def test_neo4j_wins_writes_postgres_without_echo(synced: Synced) -> None:
+def test_neo4j_wins_writes_postgres_without_echo(synced: Synced, monkeypatch: pytest.MonkeyPatch) -> None:
     c = synced.cypher
     tenant = _tenant(synced)
     c("MATCH (t:Tenant {id: $id}) SET t.name = 'from graph'", id=tenant)
@@ -64,13 +66,16 @@ def test_neo4j_wins_writes_postgres_without_echo(synced: Synced) -> None:
     synced.conn.execute("DELETE FROM pg2neo.changes")  # nothing queued besides what reconcile does
     queued: list[tuple[int, int]] = []
 
-    def drain() -> None:
+    engine_drain = Engine.drain
+
+    def drain(engine: Engine) -> int:
         # Only reconcile's own one-per-key re-sync is queued: an echo of its writes would add a second event.
         queued.append(_pg(synced, "SELECT array[count(*), count(DISTINCT (tbl, key))] FROM pg2neo.changes"))
-        synced.drain()
+        return engine_drain(engine)
 
+    monkeypatch.setattr(Engine, "drain", drain)
     report = verify(synced.dsn, synced.driver, synced.mapping)
-    result = repair.reconcile(synced.dsn, synced.driver, synced.mapping, report.drifts, "neo4j-wins", drain, True)
+    result = repair.reconcile(synced.dsn, synced.driver, synced.mapping, report.drifts, "neo4j-wins", True)
     assert queued[0][0] == queued[0][1] > 0
     assert not result.errors, result.errors
     assert _pg(synced, "SELECT name FROM tenants WHERE id = %s", (tenant,)) == "from graph"
@@ -134,14 +139,14 @@ def test_manual_records_conflicts_and_resolve_settles_them(synced: Synced) -> No
     assert all(r["neo4j_props"]["name"] == "edited in graph" for r in rows)
     assert verify(synced.dsn, synced.driver, synced.mapping).drift_total == 2  # nothing changed yet
     by_id = {r["identity"][0]: r["id"] for r in rows}
-    repair.resolve_conflict(synced.dsn, synced.driver, synced.mapping, by_id[a], "neo4j", synced.drain)
-    repair.resolve_conflict(synced.dsn, synced.driver, synced.mapping, by_id[b], "pg", synced.drain)
+    repair.resolve_conflict(synced.dsn, synced.driver, synced.mapping, by_id[a], "neo4j")
+    repair.resolve_conflict(synced.dsn, synced.driver, synced.mapping, by_id[b], "pg")
     assert _pg(synced, "SELECT name FROM tenants WHERE id = %s", (a,)) == "edited in graph"
     assert _pg(synced, "SELECT name FROM tenants WHERE id = %s", (b,)) != "edited in graph"
     assert conflicts.list_conflicts(synced.conn) == []
     assert verify(synced.dsn, synced.driver, synced.mapping).drift_total == 0
     with pytest.raises(repair.ReconcileError):
-        repair.resolve_conflict(synced.dsn, synced.driver, synced.mapping, by_id[a], "pg", synced.drain)
+        repair.resolve_conflict(synced.dsn, synced.driver, synced.mapping, by_id[a], "pg")
 
 
 def test_custom_policy_applies_the_functions_decision(synced: Synced, tmp_path: Path, monkeypatch: Any) -> None:

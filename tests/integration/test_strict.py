@@ -26,6 +26,7 @@ import pytest
 from neo4j import Driver
 
 from oracle import NodeSpec, RelSpec, SchemaSpec, assert_graph_matches
+from pg2neo.apply.cypher import MARKER_LABEL
 from pg2neo.apply.engine import Engine
 from pg2neo.coordinate import (
     PreparedTransactionsDisabled,
@@ -34,7 +35,6 @@ from pg2neo.coordinate import (
     StrictSettings,
     recover,
 )
-from pg2neo.coordinate.protocol import MARKER_LABEL
 from pg2neo.coordinate.strict import STEPS
 from pg2neo.devstack.stack import LocalStack
 from pg2neo.mapping.plan import Mapping

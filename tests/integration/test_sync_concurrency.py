@@ -23,12 +23,12 @@ from neo4j import Driver
 
 from oracle import NodeSpec, RelSpec, SchemaSpec, assert_graph_matches
 from pg2neo.apply.engine import Engine
-from pg2neo.capture.outbox_sql import mark_own_write
 from pg2neo.mapping.plan import Mapping
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
 from pg2neo.settings import ApplySettings
+from pg2neo.transport.schema import mark_own_write
 
 pytestmark = pytest.mark.integration
 

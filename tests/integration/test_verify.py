@@ -13,7 +13,6 @@ from neo4j import Driver
 from typer.testing import CliRunner
 
 from pg2neo.apply.engine import Engine
-from pg2neo.capture.outbox_sql import mark_own_write
 from pg2neo.cli.main import app
 from pg2neo.demo.flow import mapping_path
 from pg2neo.demo.generate import generate, load_schema
@@ -26,6 +25,7 @@ from pg2neo.runtime.connections import Connections
 from pg2neo.runtime.service import Stopper, run_service, run_snapshot
 from pg2neo.runtime.status import status_report
 from pg2neo.settings import ApplySettings
+from pg2neo.transport.schema import mark_own_write
 
 SCALE = 12
 

@@ -14,12 +14,37 @@ import pytest
 
 from pg2neo.apply.cypher import (
     CHECKPOINT,
+    CHECKPOINT_LABEL,
+    DELETE_REL_BY_ELEMENT_ID,
+    EPOCH_LABEL,
+    HASH_PROP,
+    INTERNAL_PREFIX,
+    MARKER_CONSTRAINT,
+    MARKER_CREATE,
+    MARKER_LABEL,
+    MARKER_VETO,
+    MARKERS_AMONG,
+    MARKERS_DELETE,
+    MARKERS_IN_SCOPE,
     REL_KEY,
+    SYNCED_AT,
     VERSION,
     constraint_statement,
+    count_label_query,
+    count_type_query,
+    delete_join_query,
+    delete_node_by_key_text_query,
+    fk_items_query,
+    graph_props,
+    join_items_query,
+    join_props_query,
     join_statements,
+    node_items_query,
+    node_props_query,
     node_statements,
     q,
+    recently_synced_query,
+    synced_at_query,
 )
 from pg2neo.mapping.model import LineIndex
 from pg2neo.mapping.plan import Column, Endpoint, ForeignKeyRel, JoinTable, NodeTable, SelectAs, ValueKind
@@ -106,8 +131,53 @@ def test_labels_types_and_properties_are_backquoted() -> None:
     )
 
 
+MARKER_STATEMENTS = [MARKER_CONSTRAINT, MARKER_CREATE, MARKER_VETO, MARKERS_IN_SCOPE, MARKERS_AMONG, MARKERS_DELETE]
+
+
+def _read_statements() -> list[str]:
+    """What verify, recent checks, repairs and counts run."""
+    in_region, manages = WAREHOUSE.fk_rels
+    return [
+        node_items_query(WAREHOUSE),
+        node_items_query(WAREHOUSE, among_keys=True),
+        fk_items_query(WAREHOUSE, in_region),
+        fk_items_query(WAREHOUSE, manages, among_keys=True),
+        join_items_query(STOCK),
+        recently_synced_query(WAREHOUSE),
+        synced_at_query(WAREHOUSE),
+        node_props_query(WAREHOUSE),
+        join_props_query(STOCK),
+        delete_join_query(STOCK),
+        delete_node_by_key_text_query(WAREHOUSE),
+        DELETE_REL_BY_ELEMENT_ID,
+        count_label_query("Warehouse"),
+        count_type_query("STOCKS"),
+    ]
+
+
+def test_reserved_names_share_the_internal_prefix() -> None:
+    for name in (VERSION, SYNCED_AT, REL_KEY, HASH_PROP):
+        assert name.startswith(INTERNAL_PREFIX)
+    assert graph_props({"a": 1, VERSION: 2, SYNCED_AT: 3, REL_KEY: "k", HASH_PROP: "h"}) == {"a": 1}
+    assert {CHECKPOINT_LABEL, EPOCH_LABEL, MARKER_LABEL} == {"_Pg2neoCheckpoint", "_Pg2neoEpoch", "_Pg2neoTx"}
+    assert all(f"(m:{MARKER_LABEL}" in s or f"(:{MARKER_LABEL}" in s for s in MARKER_STATEMENTS)
+
+
+def test_read_statements_backquote_names_and_filter_by_parameters() -> None:
+    nodes, among, out_fk, in_fk, joins, recent, synced, props, join_props, *_ = _read_statements()
+    assert nodes.startswith("MATCH (n:`Warehouse`)") and "RETURN [n.`region`, n.`number`] AS k" in nodes
+    assert "WHERE [n.`region`, n.`number`] IN $keys" in among and "WHERE" not in nodes
+    assert "-[r:`IN_REGION`]->(x:`Region`)" in out_fk and "<-[r:`MANAGES`]-(x:`Person`)" in in_fk
+    assert "[x.`code`] AS t" in out_fk and "IN $keys" in in_fk
+    assert f"r.{REL_KEY} AS key" in joins and "(b:`Item`)" in joins
+    assert f"n.{SYNCED_AT} >= datetime() - duration({{seconds: $s}})" in recent
+    assert "IN $keys" in synced and f"n.{SYNCED_AT} AS synced" in synced
+    assert "MATCH (n:`Warehouse` {`region`: $k[0], `number`: $k[1]})" in props
+    assert f"[r:`STOCKS` {{{REL_KEY}: $rk}}]" in join_props
+
+
 def test_values_travel_only_as_parameters() -> None:
-    for statement in _all_statements():
+    for statement in [*_all_statements(), *_read_statements(), *MARKER_STATEMENTS]:
         literals = [m for m in _LITERAL.findall(statement) if m not in ("10000",)]  # the IN TRANSACTIONS chunk size
         assert literals == [], f"literal value in generated Cypher: {literals} in\n{statement}"
     n = node_statements(WAREHOUSE)

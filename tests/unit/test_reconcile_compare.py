@@ -14,7 +14,7 @@ from neo4j.time import DateTime
 from pg2neo.errors import ReconcileError
 from pg2neo.mapping.plan import Column, SelectAs, ValueKind
 from pg2neo.mapping.plan import NodeTable as Node
-from pg2neo.reconcile.repair import Conflict, decider_for, last_write_wins
+from pg2neo.reconcile.policies import Conflict, decider_for, last_write_wins
 from pg2neo.reconcile.verify import Buckets, Drift, Scope, _collect, bucket_count, compare_maps
 
 TENANTS = Node(

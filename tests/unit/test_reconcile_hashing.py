@@ -19,8 +19,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from neo4j.time import Date, DateTime, Duration, Time
 
+from pg2neo.apply.cypher import HASH_PROP, graph_props
 from pg2neo.mapping.convert import converter
-from pg2neo.mapping.hashing import HASH_PROP, canonical, props_hash, props_hash_hex, user_props
+from pg2neo.mapping.hashing import canonical, props_hash, props_hash_hex
 from pg2neo.mapping.plan import Column, SelectAs, ValueKind
 
 OFFSETS = st.sampled_from([dt.UTC, *(dt.timezone(dt.timedelta(minutes=m)) for m in (-570, -300, 60, 330, 765))])
@@ -116,7 +117,7 @@ def test_equal_data_hashes_equal(kind: ValueKind, element: ValueKind | None, dat
     stored = converter(column(kind, element))(raw)
     pg_side = {"id": 7, "c": stored}
     neo_side = {"id": 7, "c": read_back(stored), "_pg2neo_version": 3, HASH_PROP: "whatever"}
-    assert props_hash(pg_side) == props_hash(neo_side)
+    assert props_hash(pg_side) == props_hash(graph_props(neo_side))
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -149,7 +150,7 @@ def test_property_set_changes_are_drift() -> None:
     assert props_hash({"id": 1, "tags": ["x", "y"]}) != h  # a removed property
     assert props_hash({**base, "name": None}) == props_hash({"id": 1, "tags": ["x", "y"]})  # NULL = absent
     assert props_hash(dict(reversed(list(base.items())))) == h  # order does not matter
-    assert props_hash({**base, "_pg2neo_synced_at": 5}) == h  # pg2neo's own properties do not count
+    assert props_hash(graph_props({**base, "_pg2neo_synced_at": 5})) == h  # pg2neo's own properties do not count
 
 
 def test_type_tags_and_separators_cannot_collide() -> None:
@@ -165,4 +166,4 @@ def test_type_tags_and_separators_cannot_collide() -> None:
 def test_stamped_hash_is_the_hash_of_the_read_back_properties() -> None:
     props = {"id": "u", "at": dt.datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=dt.UTC), "n": 3}
     assert props_hash_hex(props) == f"{props_hash({k: read_back(v) for k, v in props.items()}):016x}"
-    assert user_props({"a": 1, HASH_PROP: "x", "_pg2neo_version": 2}) == {"a": 1}
+    assert graph_props({"a": 1, HASH_PROP: "x", "_pg2neo_version": 2}) == {"a": 1}

@@ -1,4 +1,4 @@
-"""Unit tests of capture/outbox_sql.py (no servers): the generated capture functions and triggers.
+"""Unit tests of capture/triggers.py and the schema grants (no servers): the generated capture functions and triggers.
 
 Capture functions pin the session settings that change a key's text form, and only when the key needs it; they run
 as their owner (SECURITY DEFINER) with a pinned search_path; only registered own writes are skipped; every trigger
@@ -12,17 +12,19 @@ import re
 import pytest
 from psycopg import sql
 
-from pg2neo.capture.outbox_sql import (
-    SCHEMA_SQL,
+from pg2neo.capture.triggers import (
+    DROP_OLD_FUNCTIONS,
     SKIP_OWN_WRITE,
     TRUNCATE_FUNCTION,
     _pinned,
-    install_statements,
+    function_name,
+    partition_function_name,
     partition_statements,
-    service_grant_statements,
     table_statements,
+    trigger_statements,
 )
 from pg2neo.mapping.plan import Column, Mapping, NodeTable, SelectAs, ValueKind
+from pg2neo.transport.schema import SCHEMA_SQL, service_grant_statements
 
 
 @pytest.mark.parametrize(
@@ -77,7 +79,7 @@ def _created_triggers(texts: list[str]) -> list[tuple[str, str]]:
 
 
 def test_capture_functions_run_as_their_owner_with_a_pinned_search_path() -> None:
-    functions = [t for t in _text(install_statements(MAPPING, frozenset({"public.reading"}))) if "FUNCTION" in t]
+    functions = [t for t in _text(trigger_statements(MAPPING, frozenset({"public.reading"}))) if "FUNCTION" in t]
     created = [t for t in functions if t.startswith("CREATE OR REPLACE FUNCTION")]
     assert len(created) == 2  # the row function and the partition TRUNCATE function
     for text in created:
@@ -100,7 +102,7 @@ def test_the_origin_setting_alone_skips_nothing() -> None:
 
 def test_every_capture_trigger_is_enabled_always() -> None:
     partitions = (("public", "reading_a"), ("part", "reading_b"))
-    texts = _text(install_statements(MAPPING, frozenset({"public.reading"}), {"public.reading": partitions}))
+    texts = _text(trigger_statements(MAPPING, frozenset({"public.reading"}), {"public.reading": partitions}))
     created = _created_triggers(texts)
     always = {
         (m.group(2), m.group(1))
@@ -115,7 +117,7 @@ def test_every_capture_trigger_is_enabled_always() -> None:
 
 
 def test_partition_triggers_only_for_partitioned_tables() -> None:
-    plain = _created_triggers(_text(install_statements(MAPPING)))
+    plain = _created_triggers(_text(trigger_statements(MAPPING)))
     assert sorted(name for name, _ in plain) == ["pg2neo_capture", "pg2neo_capture_truncate", "pg2neo_capture_update"]
     part = _text(partition_statements(READING, (("public", "reading_a"),)))
     body = part[0]
@@ -133,3 +135,19 @@ def test_service_grants_create_nothing_and_leave_the_capture_tables_alone() -> N
     assert texts.index('GRANT INSERT ON pg2neo.own_writes TO "svc"') > texts.index(
         'REVOKE ALL ON "pg2neo"."own_writes", "pg2neo"."truncating" FROM "svc"'
     )
+
+
+def test_capture_functions_are_named_after_the_specification() -> None:
+    assert function_name("public.reading").as_string().startswith('"pg2neo"."sync_to_neo4j_reading_')
+    assert partition_function_name("public.reading").as_string().startswith('"pg2neo"."sync_to_neo4j_part_reading_')
+    long = "public." + "x" * 80
+    for name in (function_name(long), partition_function_name(long)):
+        assert len(name.as_string().split(".")[1].strip('"')) <= 63  # PostgreSQL's identifier limit
+
+
+def test_functions_of_the_old_names_are_dropped_once_no_trigger_calls_them() -> None:
+    texts = _text(trigger_statements(MAPPING))
+    drop = texts.index(DROP_OLD_FUNCTIONS)
+    assert drop > max(i for i, t in enumerate(texts) if t.startswith("CREATE TRIGGER"))
+    assert "'^capture_(part_)?.*_[0-9a-f]{8}$'" in DROP_OLD_FUNCTIONS
+    assert "NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgfoid = p.oid)" in DROP_OLD_FUNCTIONS

@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pg2neo.apply.cypher import HASH_PROP
 from pg2neo.mapping.convert import UnstorableRow, UnstorableValue, converter, key_from_text, row_converter
-from pg2neo.mapping.hashing import HASH_PROP, props_hash_hex
+from pg2neo.mapping.hashing import props_hash_hex
 from pg2neo.mapping.plan import JoinTable, Mapping, NodeTable
 
 

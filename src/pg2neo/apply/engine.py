@@ -16,12 +16,10 @@ transaction.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,12 +31,17 @@ from pg2neo.apply.core import READ_SLICE, Applied, Applier, DeadLetter, Epoch, R
 from pg2neo.apply.failures import about_the_data
 from pg2neo.apply.reader import page_keys_query, page_query
 from pg2neo.apply.writer import GraphWriter
-from pg2neo.capture.outbox_sql import APPLY_LOCK_KEY
 from pg2neo.capture.session import prepare_connection
 from pg2neo.logs import event, get_logger
 from pg2neo.mapping.plan import JoinTable, Mapping, NodeTable
 from pg2neo.settings import ApplySettings
-from pg2neo.transport.source import Change, ChangeSource, OutboxSource
+from pg2neo.transport.audit import AuditEntry, prune_audit, record_batch
+from pg2neo.transport.dead_letters import NewDeadLetter, clear_dead_letters, record_dead_letters
+from pg2neo.transport.epoch import advance_epoch, next_epoch
+from pg2neo.transport.progress import read_progress, reset_progress, write_progress
+from pg2neo.transport.queue import OutboxSource
+from pg2neo.transport.schema import apply_lock
+from pg2neo.transport.source import Change, ChangeSource
 
 log = get_logger("engine")
 
@@ -103,19 +106,8 @@ class Engine:
                 conn.close()
         self._conn = self._reader = None
 
-    @contextmanager
-    def _apply_lock(self) -> Iterator[psycopg.Connection[Any]]:
-        """Hold the apply lock (a session advisory lock on `conn`, taken before any snapshot) for the block."""
-        conn = self.conn
-        conn.execute("SELECT pg_advisory_lock(%s)", (APPLY_LOCK_KEY,))
-        try:
-            yield conn
-        finally:
-            if not conn.closed and not conn.broken:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (APPLY_LOCK_KEY,))
-
     def _locked(self, work: Callable[[psycopg.Connection[Any]], BatchResult | None]) -> BatchResult | None:
-        with self._apply_lock() as conn, conn.transaction():
+        with apply_lock(self.conn) as conn, conn.transaction():
             return work(conn)
 
     # -- queued changes -----------------------------------------------------------------------------------------
@@ -130,7 +122,7 @@ class Engine:
             return None
         if claimed.changes[0].op == "T":
             return self._truncate(conn, claimed.changes[0], started)
-        epoch = Epoch(_next_epoch(conn))
+        epoch = Epoch(next_epoch(conn))
         reads: list[ReadRow] = []
         not_read: list[DeadLetter] = []  # keys of unmapped tables, rows PostgreSQL cannot produce
         taken: set[tuple[str, tuple[str, ...]]] = set()
@@ -180,17 +172,16 @@ class Engine:
 
     def advance_epoch(self, high: int) -> int:
         """Move `pg2neo.epoch` past the graph's highest epoch; returns the next epoch (non-transactional)."""
-        row = self.conn.execute("SELECT setval('pg2neo.epoch', %s), nextval('pg2neo.epoch')", (high,)).fetchone()
-        assert row is not None
+        epoch = advance_epoch(self.conn, high)
         event(
             log,
             "epoch_advanced",
             logging.WARNING,
             graph_high=high,
-            epoch=int(row[1]),
+            epoch=epoch,
             why="the graph has seen newer epochs than pg2neo.epoch (reinstall, restore, reset or a second source)",
         )
-        return int(row[1])
+        return epoch
 
     def after_neo4j_commit(self) -> None:
         """Called between a batch's Neo4j commit and its queue acknowledgement; does nothing. The fault tests replace
@@ -215,24 +206,20 @@ class Engine:
         if not dead:
             return
         ops = {(c.table, c.key): c.op for c in changes}
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO pg2neo.dead_letters AS d (tbl, key, op, error_class, message, payload) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tbl, key) DO UPDATE SET "
-                "attempts = d.attempts + 1, last_failed_at = now(), message = EXCLUDED.message, "
-                "error_class = EXCLUDED.error_class, payload = EXCLUDED.payload, op = EXCLUDED.op",
-                [
-                    (
-                        d.failure.table,
-                        list(d.failure.key),
-                        ops.get((d.failure.table, d.failure.key), "U"),
-                        d.error_class,
-                        d.failure.reason,
-                        json.dumps(d.failure.payload, default=str),
-                    )
-                    for d in dead
-                ],
-            )
+        record_dead_letters(
+            conn,
+            [
+                NewDeadLetter(
+                    d.failure.table,
+                    d.failure.key,
+                    ops.get((d.failure.table, d.failure.key), "U"),
+                    d.error_class,
+                    d.failure.reason,
+                    d.failure.payload,
+                )
+                for d in dead
+            ],
+        )
         for d in dead:
             event(
                 log,
@@ -246,40 +233,26 @@ class Engine:
     def _clear_dead_letters(self, conn: psycopg.Connection[Any], reads: list[ReadRow], dead: list[DeadLetter]) -> None:
         """Keys applied cleanly now (fixed, or retried with `pg2neo dlq retry`) are no longer dead letters."""
         failed = {(d.failure.table, d.failure.key) for d in dead}
-        applied = [[r.entry.table, list(r.key)] for r in reads if (r.entry.table, r.key) not in failed]
-        if not applied:
-            return
-        conn.execute(
-            "DELETE FROM pg2neo.dead_letters d USING jsonb_array_elements(%s::jsonb) AS a(k) "
-            "WHERE d.tbl = a.k ->> 0 AND d.key = ARRAY(SELECT jsonb_array_elements_text(a.k -> 1))",
-            (json.dumps(applied),),
-        )
+        clear_dead_letters(conn, [(r.entry.table, r.key) for r in reads if (r.entry.table, r.key) not in failed])
 
     def prune_audit(self, retention_days: int) -> int:
         """Delete audit rows older than the retention; returns how many went."""
         with self.conn.transaction():
-            cur = self.conn.execute(
-                "DELETE FROM pg2neo.audit WHERE finished_at < now() - make_interval(days => %s)", (retention_days,)
-            )
-            return cur.rowcount
+            return prune_audit(self.conn, retention_days)
 
     def _audit(self, conn: psycopg.Connection[Any], result: BatchResult, epoch: int | None) -> None:
-        conn.execute(
-            "INSERT INTO pg2neo.audit (kind, started_at, first_seq, last_seq, events, counts, duration_ms, attempts, "
-            "outcome, epoch) "
-            "VALUES (%s, clock_timestamp() - make_interval(secs => %s), %s, %s, %s, %s::jsonb || " + QUEUE_AFTER + ", "
-            "%s, %s, %s, %s)",
-            (
-                result.kind,
-                result.duration,
-                result.first_seq,
-                result.last_seq,
-                result.events,
-                json.dumps(result.counts),
-                result.duration * 1000,
-                self.attempts,
-                "applied_with_dead_letters" if result.dead_letters else "applied",
-                epoch,
+        record_batch(
+            conn,
+            AuditEntry(
+                kind=result.kind,
+                duration_seconds=result.duration,
+                first_seq=result.first_seq,
+                last_seq=result.last_seq,
+                events=result.events,
+                counts=result.counts,
+                attempts=self.attempts,
+                outcome="applied_with_dead_letters" if result.dead_letters else "applied",
+                epoch=epoch,
             ),
         )
         event(
@@ -307,7 +280,7 @@ class Engine:
         Each page still has its own snapshot and epoch, taken after the previous page's, and its progress row is
         committed only after its Neo4j commit, so the invariants are those of one page per lock hold.
         """
-        with self._apply_lock() as conn:
+        with apply_lock(self.conn) as conn:
             return self._snapshot_window(conn, entry, keep_going, on_page)
 
     def _snapshot_window(
@@ -317,13 +290,11 @@ class Engine:
         keep_going: Callable[[], bool],
         on_page: Callable[[BatchResult], None],
     ) -> bool:
-        progress = conn.execute(
-            "SELECT last_key, rows_done, done FROM pg2neo.snapshot_progress WHERE tbl = %s", (entry.table,)
-        ).fetchone()
-        if progress is not None and progress[2]:
+        progress = read_progress(conn, entry.table)
+        if progress is not None and progress.done:
             return True
-        last_key: list[str] | None = None if progress is None else progress[0]
-        rows_done = 0 if progress is None else int(progress[1])
+        last_key = None if progress is None else progress.last_key
+        rows_done = 0 if progress is None else progress.rows_done
         release_at = time.monotonic() + self.settings.snapshot_hold_seconds
         with ThreadPoolExecutor(1, thread_name_prefix="pg2neo-snapshot-read") as reader:
             pending = reader.submit(self._read_page, entry, last_key)
@@ -342,13 +313,7 @@ class Engine:
                 counts = Applied(applied.batch, dead, applied.refused).counts()
                 with conn.transaction():
                     self._dead_letter(conn, dead, [])
-                    conn.execute(
-                        "INSERT INTO pg2neo.snapshot_progress (tbl, last_key, rows_done, done, finished_at) "
-                        "VALUES (%s, %s, %s, %s, CASE WHEN %s THEN now() END) ON CONFLICT (tbl) DO UPDATE SET "
-                        "last_key = EXCLUDED.last_key, rows_done = EXCLUDED.rows_done, done = EXCLUDED.done, "
-                        "finished_at = EXCLUDED.finished_at",
-                        (entry.table, last_key, rows_done, done, done),
-                    )
+                    write_progress(conn, entry.table, last_key, rows_done, done)
                     result = BatchResult(
                         "snapshot",
                         len(page.reads),
@@ -379,7 +344,7 @@ class Engine:
         limit = self.settings.snapshot_batch_rows
         unreadable: list[DeadLetter] = []
         with conn.transaction():
-            epoch = _next_epoch(conn)
+            epoch = next_epoch(conn)
             params = [*(after or []), limit]
             try:
                 with conn.transaction():  # a savepoint: one unreadable row must not end the page's snapshot
@@ -405,20 +370,4 @@ class Engine:
 
     def reset_snapshot(self) -> None:
         with self.conn.transaction():
-            self.conn.execute("DELETE FROM pg2neo.snapshot_progress")
-
-
-# The queue a batch leaves behind, recorded in its audit row so that the console can chart depth and lag over the last
-# hour. Index lookups, not a count: the depth is the span of the waiting sequence numbers, exact while the queue drains
-# in order, an upper bound when a batch left gaps (a byte-bounded batch, a TRUNCATE applied alone).
-QUEUE_AFTER = (
-    "(SELECT jsonb_build_object('queue_depth', coalesce(max(seq) - min(seq) + 1, 0), 'lag_seconds', "
-    "coalesce(extract(epoch FROM clock_timestamp() - (SELECT enqueued_at FROM pg2neo.changes ORDER BY seq LIMIT 1)), "
-    "0)) FROM pg2neo.changes)"
-)
-
-
-def _next_epoch(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute("SELECT nextval('pg2neo.epoch')").fetchone()
-    assert row is not None
-    return int(row[0])
+            reset_progress(self.conn)

@@ -15,11 +15,14 @@ from neo4j import Driver, ManagedTransaction, Transaction
 
 from pg2neo.apply.batch import GraphBatch
 from pg2neo.apply.cypher import (
+    AWAIT_INDEXES,
     CHECKPOINT,
     EPOCH_CLAIM,
     EPOCH_CONSTRAINT,
-    EPOCH_LABEL,
+    EPOCH_MISSING,
+    EPOCH_SEED,
     HIGHEST_VERSION,
+    PING,
     JoinStatements,
     NodeStatements,
     constraint_statement,
@@ -52,16 +55,14 @@ class GraphWriter:
         with self.driver.session(database=self.database) as session:
             for statement in self.schema_statements():
                 session.run(statement).consume()
-            session.run("CALL db.awaitIndexes(300)").consume()
-            missing = session.run(f"MATCH (h:{EPOCH_LABEL} {{name: 'epoch'}}) RETURN count(h) = 0 AS missing").single()
+            session.run(AWAIT_INDEXES).consume()
+            missing = session.run(EPOCH_MISSING).single()
             if missing is not None and missing["missing"]:
                 # A graph synced before the epoch node existed: start it at the highest version stamped anywhere.
                 record = session.run(HIGHEST_VERSION).single()
                 high = None if record is None else record["high"]
                 if high is not None:
-                    session.run(
-                        f"MERGE (h:{EPOCH_LABEL} {{name: 'epoch'}}) ON CREATE SET h.high = $high", high=high
-                    ).consume()
+                    session.run(EPOCH_SEED, high=high).consume()
 
     def write(self, batch: GraphBatch, epoch: int, checkpoint: tuple[str, int] | None = None) -> dict[str, int]:
         """Write one batch in one transaction; returns the rows the version guards refused, per label or type.
@@ -117,7 +118,7 @@ class GraphWriter:
         """A write transaction that touches no data: succeeds when Neo4j takes writes (tells a row's failure from
         the server's)."""
         with self.driver.session(database=self.database) as session:
-            session.execute_write(lambda tx: tx.run("RETURN 1").consume())
+            session.execute_write(lambda tx: tx.run(PING).consume())
 
     def truncate(self, table: str) -> None:
         """Empty a label or relationship type (auto-commit, in chunks: `CALL {} IN TRANSACTIONS`)."""

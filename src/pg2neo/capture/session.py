@@ -3,7 +3,7 @@
 A key travels as text: the capture trigger prints it in the writer's session, and the applier, strict mode and
 verify read rows back by it. Under a different `DateStyle`, `IntervalStyle`, `TimeZone`, `extra_float_digits` or
 `bytea_output` the same key would print differently and a row would be taken for a delete, so every one of those
-sessions pins the same values: the trigger functions with `SET` clauses (capture/outbox_sql.py), pg2neo's own
+sessions pins the same values: the trigger functions with `SET` clauses (capture/triggers.py), pg2neo's own
 connections with `prepare_connection`, and a connection that is the application's (strict mode) with
 `pin_transaction`, for one transaction.
 """
@@ -39,7 +39,7 @@ LENIENT_LOADERS = {
 
 
 # The settings that decide how values print as text. Key text is compared between the capture trigger (which runs in
-# the writer's session) and this reader, so both pin the same values: see capture/outbox_sql.py.
+# the writer's session) and this reader, so both pin the same values: see capture/triggers.py.
 PINNED_SETTINGS = {
     "timezone": "UTC",
     "datestyle": "ISO, YMD",

@@ -1,4 +1,7 @@
-"""The capture objects in PostgreSQL: the `pg2neo` schema and the generated `sync_to_neo4j` triggers.
+"""The capture triggers in PostgreSQL: the generated `sync_to_neo4j` functions and the triggers that call them.
+
+The `pg2neo` schema they write into (its tables, the apply lock, own-write registration) belongs to
+transport/schema.py; this module only names the schema (`SCHEMA`), so that both can use it without importing upward.
 
 Each mapped table gets a generated PL/pgSQL function and AFTER INSERT/UPDATE/DELETE row triggers that queue the
 row's key (not its image) in `pg2neo.changes`, in the writing transaction: the change is queued if and only if the
@@ -22,9 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from pg2neo.capture.session import PINNED_SETTINGS
@@ -40,97 +41,6 @@ TRIGGER_TRUNCATE_BEGIN = "pg2neo_capture_truncate_begin"
 # On each partition of a mapped table: TRIGGER_TRUNCATE (before: queue a delete per row) and this one (after).
 TRIGGER_TRUNCATE_END = "pg2neo_capture_truncate_end"
 
-SCHEMA_SQL = """
-CREATE SCHEMA IF NOT EXISTS pg2neo;
-
-CREATE TABLE IF NOT EXISTS pg2neo.changes (
-    seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    tbl         text NOT NULL,
-    op          "char" NOT NULL,           -- I, U, D, T(runcate)
-    key         text[],                    -- the node or join-row key, as text; NULL for T
-    txid        xid8 NOT NULL DEFAULT pg_current_xact_id(),
-    enqueued_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-ALTER TABLE pg2neo.changes SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_cost_delay = 0);
-
--- Taken under the apply lock by every batch: stamped on what it writes, so an older read never
--- overwrites a newer one in Neo4j (the per-row version pg2neo keeps itself).
-CREATE SEQUENCE IF NOT EXISTS pg2neo.epoch;
-
-CREATE TABLE IF NOT EXISTS pg2neo.snapshot_progress (
-    tbl         text PRIMARY KEY,
-    last_key    text[],
-    rows_done   bigint NOT NULL DEFAULT 0,
-    done        boolean NOT NULL DEFAULT false,
-    started_at  timestamptz NOT NULL DEFAULT now(),
-    finished_at timestamptz
-);
-
-CREATE TABLE IF NOT EXISTS pg2neo.dead_letters (
-    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    tbl             text NOT NULL,
-    key             text[],
-    op              "char" NOT NULL,
-    error_class     text NOT NULL,
-    message         text NOT NULL,
-    payload         jsonb,
-    attempts        integer NOT NULL DEFAULT 1,
-    first_failed_at timestamptz NOT NULL DEFAULT now(),
-    last_failed_at  timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (tbl, key)
-);
-
-CREATE TABLE IF NOT EXISTS pg2neo.audit (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    kind        text NOT NULL,             -- changes, snapshot, truncate, repair
-    started_at  timestamptz NOT NULL,
-    finished_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    first_seq   bigint,
-    last_seq    bigint,
-    events      integer NOT NULL,
-    counts      jsonb NOT NULL,
-    duration_ms double precision NOT NULL,
-    attempts    integer NOT NULL DEFAULT 1,
-    outcome     text NOT NULL,
-    epoch       bigint
-);
-CREATE INDEX IF NOT EXISTS audit_finished_at ON pg2neo.audit (finished_at);
-
-CREATE TABLE IF NOT EXISTS pg2neo.state (
-    name  text PRIMARY KEY,
-    value jsonb NOT NULL
-);
-
--- Transactions of pg2neo's own writes (repairs), whose changes the capture must not queue. Only pg2neo's roles
--- may insert; the row is removed at commit by a deferred trigger, so the table stays empty between repairs.
-CREATE TABLE IF NOT EXISTS pg2neo.own_writes (
-    txid xid8 PRIMARY KEY
-);
-
-CREATE OR REPLACE FUNCTION pg2neo.forget_own_write() RETURNS trigger LANGUAGE plpgsql
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    DELETE FROM pg2neo.own_writes WHERE txid = NEW.txid;
-    RETURN NULL;
-END $$;
-
-DROP TRIGGER IF EXISTS forget_at_commit ON pg2neo.own_writes;
-CREATE CONSTRAINT TRIGGER forget_at_commit AFTER INSERT ON pg2neo.own_writes
-    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pg2neo.forget_own_write();
-ALTER TABLE pg2neo.own_writes ENABLE ALWAYS TRIGGER forget_at_commit;
-
--- Tables being truncated whole by the current statement (written only by the capture functions): a partition whose
--- ancestor is listed here queues nothing, the ancestor's own TRUNCATE event covers its rows.
-CREATE TABLE IF NOT EXISTS pg2neo.truncating (
-    txid  xid8 NOT NULL,
-    relid oid NOT NULL,
-    PRIMARY KEY (txid, relid)
-);
-"""
-
-# The tables a service role may not write: only the SECURITY DEFINER functions do (own_writes: INSERT only).
-_FUNCTION_ONLY_TABLES = ("own_writes", "truncating")
-
 # Checked only when the setting is set (a plain `IF` on current_setting is evaluated without the executor), so
 # writes that do not set it never read `pg2neo.own_writes`.
 SKIP_OWN_WRITE = """
@@ -140,16 +50,15 @@ SKIP_OWN_WRITE = """
         END IF;
     END IF;"""
 
-APPLY_LOCK_KEY = 0x70_67_32_6E_65_6F  # "pg2neo": one applier at a time, batch by batch
-
 
 def _ident_suffix(table: str) -> str:
     return hashlib.sha1(table.encode()).hexdigest()[:8]
 
 
 def function_name(table: str) -> sql.Identifier:
+    """The row capture function of a mapped table: `pg2neo.sync_to_neo4j_<table>_<hash8>` (the specification's name)."""
     name = table.split(".", 1)[1]
-    return sql.Identifier(SCHEMA, f"capture_{name[:40]}_{_ident_suffix(table)}")
+    return sql.Identifier(SCHEMA, f"sync_to_neo4j_{name[:40]}_{_ident_suffix(table)}")
 
 
 # Key text must not depend on the writer's session (its time zone, DateStyle...): the function runs with the reader's
@@ -331,7 +240,7 @@ def _always(target: sql.Composable, names: tuple[str, ...]) -> list[sql.Composab
 
 def partition_function_name(table: str) -> sql.Identifier:
     name = table.split(".", 1)[1]
-    return sql.Identifier(SCHEMA, f"capture_part_{name[:35]}_{_ident_suffix(table)}")
+    return sql.Identifier(SCHEMA, f"sync_to_neo4j_part_{name[:35]}_{_ident_suffix(table)}")
 
 
 def partition_statements(entry: NodeTable | JoinTable, partitions: tuple[tuple[str, str], ...]) -> list[sql.Composable]:
@@ -417,6 +326,22 @@ BEGIN
 END $$
 """.replace("{skip_own}", SKIP_OWN_WRITE)
 
+# Per-table functions of pg2neo versions before the `sync_to_neo4j_` names (`capture_<table>_<hash8>`,
+# `capture_part_<table>_<hash8>`): `init` replaces their triggers, then drops them once no trigger calls them.
+DROP_OLD_FUNCTIONS = r"""
+DO $$
+DECLARE fn regprocedure;
+BEGIN
+    FOR fn IN
+        SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = 'pg2neo' AND p.proname ~ '^capture_(part_)?.*_[0-9a-f]{8}$'
+          AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgfoid = p.oid)
+    LOOP
+        EXECUTE 'DROP FUNCTION ' || fn::text;
+    END LOOP;
+END $$
+"""
+
 # Triggers on the application's tables that call a pg2neo function; clones on partitions come and go with their
 # parent's trigger (PostgreSQL refuses to drop them alone), so only the originals are listed.
 INSTALLED_TRIGGERS = """
@@ -443,59 +368,22 @@ GROUP BY c.relkind
 """
 
 
-def install_statements(
+def trigger_statements(
     mapping: Mapping,
     partitioned: frozenset[str] = frozenset(),
     partitions: dict[str, tuple[tuple[str, str], ...]] | None = None,
 ) -> list[sql.Composable]:
-    """Everything `init` runs in PostgreSQL. `partitioned`: the mapped tables that are partitioned tables;
-    `partitions`: their partitions (any depth) as (schema, name)."""
-    statements: list[sql.Composable] = [sql.SQL(SCHEMA_SQL), sql.SQL(TRUNCATE_FUNCTION)]
+    """The capture functions and triggers `init` installs (after the schema, transport/schema.py). `partitioned`: the
+    mapped tables that are partitioned tables; `partitions`: their partitions (any depth) as (schema, name)."""
+    statements: list[sql.Composable] = [sql.SQL(TRUNCATE_FUNCTION)]
     for entry in mapping.entries:
         statements += table_statements(entry, referrers(mapping, entry.table))
         if entry.table in partitioned:
             statements += partition_statements(entry, (partitions or {}).get(entry.table, ()))
+    statements.append(sql.SQL(DROP_OLD_FUNCTIONS))
     # Trigger functions need no EXECUTE privilege to fire; nobody has a reason to call them otherwise.
     statements.append(sql.SQL("REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pg2neo FROM PUBLIC"))
     return statements
-
-
-def service_grant_statements(role: str, mapping: Mapping) -> list[sql.Composable]:
-    """What a role needs to run `pg2neo run`, `snapshot`, `verify`, `status`, `dlq`, `reconcile --policy pg-wins`.
-
-    Read access to the mapped tables; read/write on pg2neo's own tables except the two only the capture functions
-    write; `own_writes` INSERT for neo4j-wins repairs (which also need INSERT/UPDATE/DELETE on the mapped tables:
-    not granted here, see docs/operations.md). No privilege to create anything.
-    """
-    who = sql.Identifier(role)
-    function_only = sql.SQL(", ").join(sql.Identifier(SCHEMA, t) for t in _FUNCTION_ONLY_TABLES)
-    statements: list[sql.Composable] = [
-        sql.SQL("GRANT USAGE ON SCHEMA pg2neo TO {}").format(who),
-        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA pg2neo TO {}").format(who),
-        sql.SQL("REVOKE ALL ON {} FROM {}").format(function_only, who),
-        sql.SQL("GRANT INSERT ON pg2neo.own_writes TO {}").format(who),
-        sql.SQL("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA pg2neo TO {}").format(who),
-        # Tables a later `pg2neo init` (or the installing role) adds to the schema are granted as they are made.
-        sql.SQL(
-            "ALTER DEFAULT PRIVILEGES IN SCHEMA pg2neo GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {}"
-        ).format(who),
-        sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA pg2neo GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {}").format(who),
-    ]
-    for schema in sorted({entry.schema for entry in mapping.entries}):
-        statements.append(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), who))
-    tables = sql.SQL(", ").join(sql.Identifier(entry.schema, entry.name) for entry in mapping.entries)
-    statements.append(sql.SQL("GRANT SELECT ON {} TO {}").format(tables, who))
-    return statements
-
-
-def mark_own_write(conn: psycopg.Connection[Any]) -> None:
-    """Make the rest of the current transaction a write by pg2neo itself: the capture triggers do not queue it.
-
-    Call inside a transaction, before the writes. Needs INSERT on `pg2neo.own_writes` (the installing role and the
-    service roles `init` granted); the setting alone, which any role can set, skips nothing.
-    """
-    conn.execute("SET LOCAL pg2neo.origin = 'pg2neo'")
-    conn.execute("INSERT INTO pg2neo.own_writes (txid) VALUES (pg_current_xact_id()) ON CONFLICT DO NOTHING")
 
 
 def drop_trigger_statements(installed: list[tuple[str, ...]]) -> list[sql.Composed]:

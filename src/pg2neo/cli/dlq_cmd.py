@@ -1,6 +1,6 @@
 """`pg2neo dlq`: list, show, retry and drop the dead letters (rows the applier could not store in Neo4j).
 
-A thin command over `pg2neo.runtime.dead_letters`, which the web console uses too: a retry re-queues the row's key
+A thin command over `pg2neo.transport.dead_letters`, which the web console uses too: a retry re-queues the row's key
 and the applier re-reads the current row; the engine removes the dead letter once the key applies cleanly.
 """
 
@@ -15,17 +15,17 @@ import typer
 from rich.padding import Padding
 from rich.text import Text
 
-from pg2neo.cli.main import app, console, fail, settings
+from pg2neo.cli.app import app, console, fail, settings
 from pg2neo.errors import Pg2NeoError
-from pg2neo.runtime import dead_letters
 from pg2neo.runtime.connections import resolve
+from pg2neo.transport import dead_letters
 
 dlq_app = typer.Typer(help="Dead letters: rows Neo4j refused or pg2neo could not convert.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 
 
 def _connect() -> psycopg.Connection[Any]:
-    # Settings and connection errors reach the app's one handler (pg2neo.cli.main): a clean line and exit 2.
+    # Settings and connection errors reach the app's one handler (pg2neo.cli.app): a clean line and exit 2.
     return psycopg.connect(resolve(settings()).pg_dsn, autocommit=True)
 
 

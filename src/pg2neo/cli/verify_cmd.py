@@ -17,11 +17,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pg2neo.cli.main import _context, app, console, fail
+from pg2neo.cli.app import app, console, fail, open_pipeline
 from pg2neo.errors import Pg2NeoError, ReconcileError
-from pg2neo.reconcile import conflicts, repair
+from pg2neo.reconcile import policies, repair
 from pg2neo.reconcile.background import background_check
 from pg2neo.reconcile.verify import KINDS, ProgressFn, VerifyReport, verify
+from pg2neo.transport import conflicts
 
 conflicts_app = typer.Typer(help="Conflicts recorded by `reconcile --policy manual`.", no_args_is_help=True)
 app.add_typer(conflicts_app, name="conflicts")
@@ -87,22 +88,20 @@ def verify_command(
     samples: Annotated[int, typer.Option(help="Sample identities per kind and scope.")] = 5,
 ) -> None:
     """Compare PostgreSQL and Neo4j for every mapped label and relationship; exit 1 when they differ."""
-    ctx = _context()
+    ctx = open_pipeline()
     try:
         if since is None:
             with _progress(not as_json) as progress:
                 report = verify(
-                    ctx.connections.pg_dsn,
+                    ctx.pg_dsn,
                     ctx.driver,
                     ctx.mapping,
-                    ctx.connections.neo4j_database,
+                    ctx.database,
                     samples,
                     progress=progress,
                 )
         else:
-            report = background_check(
-                ctx.connections.pg_dsn, ctx.driver, ctx.mapping, since, stale_after, ctx.connections.neo4j_database
-            )
+            report = background_check(ctx.pg_dsn, ctx.driver, ctx.mapping, since, stale_after, ctx.database)
     except Pg2NeoError as exc:
         raise fail(exc) from exc
     except (psycopg.Error, OSError) as exc:
@@ -125,33 +124,23 @@ def reconcile_command(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Verify, then settle every difference by policy; without --apply only shows what it would change."""
-    ctx = _context(check_installed=True)
-    engine = ctx.engine()
-
-    def drain() -> None:
-        while engine.apply_next():
-            pass
-
+    ctx = open_pipeline(check_installed=True)
     try:
-        repair.decider_for(policy)  # an unknown policy fails before the scan
+        policies.decider_for(policy)  # an unknown policy fails before the scan
         with _progress(not as_json) as progress:
-            report = verify(
-                ctx.connections.pg_dsn, ctx.driver, ctx.mapping, ctx.connections.neo4j_database, progress=progress
-            )
+            report = verify(ctx.pg_dsn, ctx.driver, ctx.mapping, ctx.database, progress=progress)
         result = repair.reconcile(
-            ctx.connections.pg_dsn,
+            ctx.pg_dsn,
             ctx.driver,
             ctx.mapping,
             report.drifts,
             policy,
-            drain,
             apply,
-            ctx.connections.neo4j_database,
+            ctx.database,
         )
     except Pg2NeoError as exc:
         raise fail(exc) from exc
     finally:
-        engine.close()
         ctx.close()
     if as_json:
         sys.stdout.write(json.dumps(result.as_dict(), indent=2, default=str) + "\n")
@@ -184,7 +173,7 @@ def conflicts_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Open conflicts (id, scope, kind, identity)."""
-    ctx = _context()
+    ctx = open_pipeline()
     try:
         rows = conflicts.list_conflicts(ctx.conn, include_resolved)
     finally:
@@ -203,7 +192,7 @@ def conflicts_list(
 @conflicts_app.command("show")
 def conflicts_show(conflict_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
     """Both sides of one conflict, as recorded."""
-    ctx = _context()
+    ctx = open_pipeline()
     try:
         row = conflicts.get_conflict(ctx.conn, conflict_id)
     finally:
@@ -219,27 +208,11 @@ def conflicts_resolve(
     take: Annotated[str, typer.Option("--take", help="pg or neo4j: the side whose current state wins.")],
 ) -> None:
     """Settle one conflict: rewrite the other side from the chosen one, and mark it resolved."""
-    ctx = _context(check_installed=True)
-    engine = ctx.engine()
-
-    def drain() -> None:
-        while engine.apply_next():
-            pass
-
+    ctx = open_pipeline(check_installed=True)
     try:
-        conflicts.resolve_and_record(
-            ctx.connections.pg_dsn,
-            ctx.driver,
-            ctx.mapping,
-            conflict_id,
-            take,
-            drain,
-            ctx.connections.neo4j_database,
-            by="cli",
-        )
+        repair.resolve_and_record(ctx.pg_dsn, ctx.driver, ctx.mapping, conflict_id, take, ctx.database, by="cli")
     except Pg2NeoError as exc:
         raise fail(exc) from exc
     finally:
-        engine.close()
         ctx.close()
     console.print(f"[green]resolved[/] conflict {conflict_id}: took {take}")

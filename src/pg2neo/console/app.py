@@ -1,7 +1,7 @@
 """The web console: a small WSGI application with server-rendered pages (Jinja2 templates, inline SVG charts).
 
 Place in the data flow: beside `pg2neo status`, `dlq`, `conflicts` and `verify`, and acting through the very same
-functions (runtime.status, runtime.dead_letters, reconcile.conflicts, reconcile.repair, reconcile.verify), so the
+functions (runtime.status, transport.dead_letters, transport.conflicts, reconcile.repair, reconcile.verify), so the
 console never holds a second copy of their SQL. Each request opens its own PostgreSQL connection; actions that
 apply changes (retry, resolve) drain the queue through an `Engine`, under the same apply lock as `pg2neo run`.
 
@@ -36,12 +36,12 @@ from pg2neo.errors import Pg2NeoError
 from pg2neo.logs import event, get_logger, redact
 from pg2neo.mapping.hashing import canonical
 from pg2neo.mapping.plan import Mapping
-from pg2neo.reconcile import conflicts
-from pg2neo.reconcile.repair import load_conflicts
+from pg2neo.reconcile.repair import resolve_and_record
+from pg2neo.reconcile.sides import load_conflicts
 from pg2neo.reconcile.verify import KINDS, Drift, verify
-from pg2neo.runtime import dead_letters
 from pg2neo.runtime.status import status_report
 from pg2neo.settings import ApplySettings
+from pg2neo.transport import audit, conflicts, dead_letters
 
 log = get_logger("console")
 
@@ -287,8 +287,8 @@ class ConsoleApp:
     def status_page(self, request: Request) -> Response:
         with self.backend.connect() as conn:
             report = status_report(conn)
-            now, minutes = history.audit_minutes(conn)
-            batches = history.recent_batches(conn)
+            now, minutes = audit.audit_minutes(conn, history.WINDOW_SECONDS)
+            batches = audit.recent_audit(conn, 15)
             if not self.sampler.samples():
                 self.sampler.sample_once(conn)  # the first page after start shows the queue at once
         start = now - history.WINDOW_SECONDS
@@ -411,17 +411,13 @@ class ConsoleApp:
             request.session.flash("error", "choose the side to take: PostgreSQL or Neo4j")
             return _redirect(f"/conflicts/{conflict_id}")
 
-        def drain() -> None:
-            self.backend.drain()
-
         with self._action_lock:
-            conflicts.resolve_and_record(
+            resolve_and_record(
                 self.backend.pg_dsn,
                 self.backend.driver,
                 self.backend.mapping,
                 int(conflict_id),
                 take,
-                drain,
                 self.backend.database,
                 by="console",
             )

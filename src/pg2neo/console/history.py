@@ -1,9 +1,9 @@
-"""The last hour for the console's charts: applied events per minute from `pg2neo.audit`, and the queue's depth
-and age sampled every few seconds with `pg2neo.runtime.status.queue_state` while the console runs.
+"""The queue's depth and age for the console's charts, sampled every few seconds with
+`pg2neo.transport.queue.queue_state` while the console runs (the last hour is kept).
 
-The audit table records what each batch applied, not how long the queue was: depth and lag are sampled by the
-console itself (so their charts start when the console starts), unless an audit row carries `queue_depth` and
-`lag_seconds` in its counts, which are then drawn as well.
+The audit table (`pg2neo.transport.audit.audit_minutes`) records what each batch applied, not how long the queue
+was: depth and lag are sampled by the console itself (so their charts start when the console starts), unless an
+audit row carries `queue_depth` and `lag_seconds` in its counts, which are then drawn as well.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 
 from pg2neo.logs import event, get_logger
-from pg2neo.runtime.status import queue_state
+from pg2neo.transport.queue import queue_state
 
 log = get_logger("console")
 
@@ -25,49 +25,10 @@ WINDOW_SECONDS = 3600
 
 
 @dataclass(frozen=True)
-class Minute:
-    """One minute of the audit trail (`at`: unix time of the minute's start)."""
-
-    at: float
-    changes: int
-    snapshot_rows: int
-    batches: int
-    queue_depth: float | None
-    lag_seconds: float | None
-
-
-@dataclass(frozen=True)
 class Sample:
     at: float
     queue_depth: int
     lag_seconds: float
-
-
-def audit_minutes(conn: psycopg.Connection[Any], seconds: int = WINDOW_SECONDS) -> tuple[float, list[Minute]]:
-    """PostgreSQL's clock now (unix time) and the audit's minutes within the last `seconds`, oldest first."""
-    now_row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
-    assert now_row is not None
-    rows = conn.execute(
-        "SELECT extract(epoch FROM date_trunc('minute', finished_at))::float8, "
-        "coalesce(sum(events) FILTER (WHERE kind IN ('changes', 'truncate')), 0), "
-        "coalesce(sum(events) FILTER (WHERE kind = 'snapshot'), 0), "
-        "count(*) FILTER (WHERE kind IN ('changes', 'truncate', 'snapshot')), "
-        "max((counts ->> 'queue_depth')::float8), max((counts ->> 'lag_seconds')::float8) "
-        "FROM pg2neo.audit WHERE finished_at > clock_timestamp() - make_interval(secs => %s) GROUP BY 1 ORDER BY 1",
-        (seconds,),
-    ).fetchall()
-    return float(now_row[0]), [Minute(float(r[0]), int(r[1]), int(r[2]), int(r[3]), r[4], r[5]) for r in rows]
-
-
-def recent_batches(conn: psycopg.Connection[Any], limit: int = 15) -> list[dict[str, Any]]:
-    """The last audit rows, newest first: batches, snapshot pages, repairs and resolved conflicts."""
-    cur = conn.execute(
-        "SELECT id, kind, started_at, finished_at, first_seq, last_seq, events, counts, duration_ms, attempts, "
-        "outcome FROM pg2neo.audit ORDER BY id DESC LIMIT %s",
-        (limit,),
-    )
-    names = [d.name for d in cur.description or []]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 class QueueSampler:

@@ -1,4 +1,5 @@
-"""What the strict-mode committer and recovery agree on: global ids, the Neo4j marker, timeouts, errors, metrics.
+"""What the strict-mode committer and recovery agree on: global ids, timeouts, errors, metrics (the marker statements
+are in the graph vocabulary, apply/cypher.py).
 
 Place in the data flow: beside the sync path, not in it. A strict transaction (coordinate/strict.py) prepares its
 PostgreSQL transaction under a pg2neo global id, commits its graph writes in Neo4j together with a marker node
@@ -22,28 +23,9 @@ import psycopg
 from prometheus_client import Counter
 
 from pg2neo.errors import CoordinateError, Transient
+from pg2neo.settings import PREPARED_TIMEOUT
 
 GID_PREFIX = "pg2neo"
-MARKER_LABEL = "_Pg2neoTx"
-
-# One node per global id, under a uniqueness constraint: the committer's marker (commit) or recovery's veto
-# (rollback), whichever is created first. The committer creates its marker first thing in its Neo4j transaction,
-# before PREPARE, so the constraint's index-entry lock is held from then until that transaction ends: recovery's
-# veto (a MERGE) waits on it and then finds the committed marker, or creates the veto, after which the committer's
-# transaction cannot commit (ConstraintValidationFailed). The decision never depends on a timeout.
-MARKER_CONSTRAINT = f"CREATE CONSTRAINT pg2neo_tx_gid IF NOT EXISTS FOR (m:{MARKER_LABEL}) REQUIRE m.gid IS UNIQUE"
-MARKER_CREATE = f"CREATE (:{MARKER_LABEL} {{gid: $gid, epoch: $epoch, at: datetime()}})"
-MARKER_VETO = (
-    f"MERGE (m:{MARKER_LABEL} {{gid: $gid}}) ON CREATE SET m.vetoed = true, m.at = datetime() "
-    "RETURN coalesce(m.vetoed, false) AS vetoed"
-)
-MARKERS_IN_SCOPE = (
-    f"MATCH (m:{MARKER_LABEL}) WHERE m.gid STARTS WITH $scope RETURN m.gid AS gid, coalesce(m.vetoed, false) AS vetoed"
-)
-MARKERS_AMONG = (
-    f"MATCH (m:{MARKER_LABEL}) WHERE m.gid IN $gids RETURN m.gid AS gid, coalesce(m.vetoed, false) AS vetoed"
-)
-MARKERS_DELETE = f"MATCH (m:{MARKER_LABEL}) WHERE m.gid IN $gids DELETE m"
 
 STRICT_COMMITS = Counter("pg2neo_strict_commits", "Strict transactions committed in PostgreSQL and Neo4j")
 STRICT_ROLLBACKS = Counter(
@@ -97,7 +79,7 @@ class StrictSettings:
     this long before prepared_timeout, so Neo4j can no longer commit a transaction recovery may roll back (s).
     """
 
-    prepared_timeout: float = 60.0
+    prepared_timeout: float = PREPARED_TIMEOUT
     safety_margin: float = 10.0
 
     def __post_init__(self) -> None:

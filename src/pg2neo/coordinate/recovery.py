@@ -26,12 +26,8 @@ import psycopg
 from neo4j import Driver, ManagedTransaction
 from neo4j.exceptions import DriverError, Neo4jError
 
+from pg2neo.apply.cypher import MARKER_CONSTRAINT, MARKER_VETO, MARKERS_AMONG, MARKERS_DELETE, MARKERS_IN_SCOPE
 from pg2neo.coordinate.protocol import (
-    MARKER_CONSTRAINT,
-    MARKER_VETO,
-    MARKERS_AMONG,
-    MARKERS_DELETE,
-    MARKERS_IN_SCOPE,
     STRICT_RECOVERIES,
     PreparedTransactionsDisabled,
     RecoveryUnavailable,

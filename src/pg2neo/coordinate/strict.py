@@ -33,13 +33,10 @@ from psycopg.pq import TransactionStatus
 
 from pg2neo.apply.batch import GraphBatch
 from pg2neo.apply.core import Applier, ReadRow
+from pg2neo.apply.cypher import MARKER_CONSTRAINT, MARKER_CREATE, MARKERS_AMONG
 from pg2neo.apply.writer import GraphWriter
-from pg2neo.capture.outbox_sql import APPLY_LOCK_KEY
 from pg2neo.capture.session import pin_transaction
 from pg2neo.coordinate.protocol import (
-    MARKER_CONSTRAINT,
-    MARKER_CREATE,
-    MARKERS_AMONG,
     STRICT_COMMITS,
     STRICT_ROLLBACKS,
     StrictCommitFailed,
@@ -51,6 +48,8 @@ from pg2neo.coordinate.protocol import (
 from pg2neo.errors import CoordinateError, EpochBehind
 from pg2neo.logs import event, get_logger
 from pg2neo.mapping.plan import Mapping
+from pg2neo.transport.epoch import advance_epoch
+from pg2neo.transport.schema import APPLY_LOCK_KEY
 
 log = get_logger("strict")
 
@@ -266,11 +265,7 @@ class StrictCoordinator:
                     # the graph has seen newer epochs (reinstall, restore, a second source): move the sequence past
                     # them, still under the apply lock this transaction holds, and write again
                     ntx.close()
-                    row = conn.execute(
-                        "SELECT setval('pg2neo.epoch', %s), nextval('pg2neo.epoch')", (behind.high,)
-                    ).fetchone()
-                    assert row is not None
-                    epoch = int(row[1])
+                    epoch = advance_epoch(conn, behind.high)
                 except BaseException:
                     ntx.close()
                     raise

@@ -236,7 +236,7 @@ def key_from_text(column: Column, text: str) -> Any:
     """A key value queued as PostgreSQL text (`::text`) back to the Neo4j value its column converts to.
 
     The text is produced under pinned session settings (UTC, ISO dates, ISO 8601 intervals: see
-    capture/outbox_sql.py and capture/reader.py), so it does not depend on the writer's session.
+    capture/triggers.py and capture/reader.py), so it does not depend on the writer's session.
     """
     kind = column.kind
     try:

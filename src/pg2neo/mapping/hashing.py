@@ -3,7 +3,8 @@
 Both sides are reduced to one canonical text per value, tagged with its kind, so that the Python values psycopg
 hands over (then converted for apply) and the values the Neo4j driver reads back hash the same when, and only
 when, Neo4j stores the same property. Pure: no server is touched here, and nothing from the other stages is
-imported (the apply stage stamps the hash on every node as `_pg2neo_hash`).
+imported (the apply stage stamps the hash on every node; a map read back from Neo4j is hashed once pg2neo's own
+properties are left out, with `apply.cypher.graph_props`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from typing import Any
 
 from neo4j.time import Date, DateTime, Duration, Time
 
-INTERNAL_PREFIX = "_pg2neo_"
-HASH_PROP = "_pg2neo_hash"
 MASK = (1 << 64) - 1
 _ZERO = dt.timedelta(0)
 
@@ -78,27 +77,18 @@ def _time(hour: int, minute: int, second: int, nanos: int, offset: dt.timedelta 
     return f"t{hour:02d}:{minute:02d}:{second:02d}.{nanos:09d}{zone}"
 
 
-def user_props(props: Mapping[str, Any]) -> dict[str, Any]:
-    """The mapped properties of a node or relationship read back from Neo4j (pg2neo's own `_pg2neo_*` left out)."""
-    return {k: v for k, v in props.items() if not k.startswith(INTERNAL_PREFIX)}
-
-
 def digest(parts: Iterable[str]) -> int:
     text = "\x1e".join(parts)
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
 
 
 def props_hash(props: Mapping[str, Any]) -> int:
-    """The content hash of a property map (internal properties ignored, NULL/absent alike)."""
-    return digest(
-        f"{len(k)}:{k}={canonical(v)}"
-        for k, v in sorted(props.items())
-        if v is not None and not k.startswith(INTERNAL_PREFIX)
-    )
+    """The content hash of a map of mapped properties (NULL and absent alike)."""
+    return digest(f"{len(k)}:{k}={canonical(v)}" for k, v in sorted(props.items()) if v is not None)
 
 
 def props_hash_hex(props: Mapping[str, Any]) -> str:
-    """The `_pg2neo_hash` stamped on each node by the apply stage."""
+    """The hash stamped on each node by the apply stage (`apply.cypher.HASH_PROP`)."""
     return f"{props_hash(props):016x}"
 
 

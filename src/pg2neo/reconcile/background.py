@@ -11,7 +11,6 @@ the two are kept apart (`pg2neo_drift_by_check{kind,check}`, and per check in `p
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +22,9 @@ from prometheus_client import Gauge
 
 from pg2neo.logs import event, get_logger
 from pg2neo.mapping.plan import Mapping
-from pg2neo.reconcile.verify import KINDS, VerifyReport, verify, verify_recent
+from pg2neo.reconcile.recent import verify_recent
+from pg2neo.reconcile.verify import KINDS, VerifyReport, verify
+from pg2neo.transport.state import record_drift
 
 log = get_logger("reconcile")
 
@@ -51,13 +52,7 @@ def record(pg_dsn: str, report: VerifyReport) -> None:
     """Keep the check's totals in `pg2neo.state` (row `drift`, one entry per mode) for `pg2neo status`."""
     value = {"totals": report.totals(), "drift": report.drift_total, "seconds": report.seconds}
     with psycopg.connect(pg_dsn, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(
-            "INSERT INTO pg2neo.state AS s (name, value) VALUES ('drift', jsonb_build_object(%s::text, "
-            "%s::jsonb || jsonb_build_object('at', extract(epoch FROM clock_timestamp())))) "
-            "ON CONFLICT (name) DO UPDATE SET value = "
-            "(CASE WHEN s.value ? 'mode' THEN '{}'::jsonb ELSE s.value END) || EXCLUDED.value",
-            (report.mode, json.dumps(value)),
-        )
+        record_drift(conn, report.mode, value)
 
 
 def background_check(

@@ -8,7 +8,7 @@ import psycopg
 from neo4j import Driver
 from psycopg import sql
 
-from pg2neo.apply.cypher import q
+from pg2neo.apply.cypher import count_label_query, count_type_query
 from pg2neo.mapping.plan import Mapping
 
 
@@ -41,10 +41,10 @@ def graph_counts(driver: Driver, mapping: Mapping, database: str = "neo4j") -> d
     counts: dict[str, int] = {}
     with driver.session(database=database) as session:
         for label in dict.fromkeys(n.label for n in mapping.nodes):
-            record = session.run(f"MATCH (n:{q(label)}) RETURN count(n) AS c").single()
+            record = session.run(count_label_query(label)).single()
             counts[f":{label}"] = int(record["c"]) if record else 0
         types = [r.type for n in mapping.nodes for r in n.fk_rels] + [j.type for j in mapping.joins]
         for rtype in dict.fromkeys(types):
-            record = session.run(f"MATCH ()-[r:{q(rtype)}]->() RETURN count(r) AS c").single()
+            record = session.run(count_type_query(rtype)).single()
             counts[f"[:{rtype}]"] = int(record["c"]) if record else 0
     return counts

@@ -21,10 +21,10 @@ import psycopg
 from neo4j import Driver
 
 from pg2neo.apply.batch import BatchBuilder
-from pg2neo.apply.cypher import REL_KEY, SYNCED_AT, q
+from pg2neo.apply.cypher import REL_KEY, fk_items_query, graph_props, join_items_query, node_items_query
 from pg2neo.apply.reader import page_query
 from pg2neo.capture.session import prepare_connection
-from pg2neo.mapping.hashing import MASK, bucket_of, digest, key_text, props_hash, user_props
+from pg2neo.mapping.hashing import MASK, bucket_of, digest, key_text, props_hash
 from pg2neo.mapping.plan import ForeignKeyRel, JoinTable, Mapping, NodeTable
 
 KINDS = ("missing", "extra", "mismatch")
@@ -135,20 +135,22 @@ class VerifyReport:
 # -- items: (identity, hash) from each side ------------------------------------------------------------------------
 
 
-def _texts(values: list[Any] | tuple[Any, ...]) -> tuple[str, ...]:
+def key_texts(values: list[Any] | tuple[Any, ...]) -> tuple[str, ...]:
     return tuple(key_text(v) for v in values)
 
 
 def node_item(key: list[Any], props: dict[str, Any]) -> tuple[tuple[str, ...], int]:
-    return _texts(key), props_hash(props)
+    """A node's identity and hash, from its properties as built or read back (pg2neo's own left out here)."""
+    return key_texts(key), props_hash(graph_props(props))
 
 
 def fk_item(key: list[Any], target: list[Any]) -> tuple[tuple[str, ...], int]:
-    return (*_texts(key), "->", *_texts(target)), 0
+    return (*key_texts(key), "->", *key_texts(target)), 0
 
 
 def join_item(rk: str, start: list[Any], end: list[Any], props: dict[str, Any]) -> tuple[tuple[str, ...], int]:
-    return (rk,), digest([*_texts(start), "->", *_texts(end), str(props_hash(props))])
+    """A join relationship's identity and hash (pg2neo's own properties left out here)."""
+    return (rk,), digest([*key_texts(start), "->", *key_texts(end), str(props_hash(graph_props(props)))])
 
 
 def pg_items(
@@ -180,42 +182,30 @@ def pg_items(
                     yield (0, *join_item(u["key"], u["a"], u["b"], u["p"]))
 
 
-def _keys(var: str, props: tuple[str, ...]) -> str:
-    return "[" + ", ".join(f"{var}.{q(p)}" for p in props) + "]"
-
-
-def neo4j_query(scope: Scope, where: str = "") -> str:
+def scope_query(scope: Scope, among_keys: bool = False) -> str:
+    """The Cypher reading a scope's items; among_keys (node and fk scopes): only the nodes whose key is in `$keys`."""
     entry = scope.entry
-    if isinstance(entry, NodeTable) and scope.rel is None:
-        return f"MATCH (n:{q(entry.label)}) {where} RETURN {_keys('n', entry.key_props)} AS k, properties(n) AS p"
-    if isinstance(entry, NodeTable) and scope.rel is not None:
-        rel = scope.rel
-        arrow = f"-[r:{q(rel.type)}]->" if rel.direction == "out" else f"<-[r:{q(rel.type)}]-"
-        return (
-            f"MATCH (n:{q(entry.label)}){arrow}(x:{q(rel.target_label)}) {where} "
-            f"RETURN {_keys('n', entry.key_props)} AS k, {_keys('x', rel.target_key_props)} AS t"
-        )
-    assert isinstance(entry, JoinTable)
-    return (
-        f"MATCH (a:{q(entry.start.label)})-[r:{q(entry.type)}]->(b:{q(entry.end.label)}) {where} "
-        f"RETURN r.{REL_KEY} AS key, elementId(r) AS eid, {_keys('a', entry.start.key_props)} AS a, "
-        f"{_keys('b', entry.end.key_props)} AS b, properties(r) AS p"
-    )
+    if isinstance(entry, NodeTable):
+        if scope.rel is None:
+            return node_items_query(entry, among_keys)
+        return fk_items_query(entry, scope.rel, among_keys)
+    assert not among_keys
+    return join_items_query(entry)
 
 
 def neo4j_item(scope: Scope, record: Any) -> tuple[tuple[str, ...], int]:
     if scope.kind == "node":
-        return node_item(record["k"], user_props(record["p"]))
+        return node_item(record["k"], record["p"])
     if scope.kind == "fk":
         return fk_item(record["k"], record["t"])
     key = record["key"]
     rk = key if isinstance(key, str) else f"<no {REL_KEY}: {record['eid']}>"
-    return join_item(rk, record["a"], record["b"], user_props(record["p"]))
+    return join_item(rk, record["a"], record["b"], record["p"])
 
 
 def neo4j_items(driver: Driver, database: str, scope: Scope) -> Iterator[tuple[tuple[str, ...], int]]:
     with driver.session(database=database, fetch_size=FETCH_ROWS) as session:
-        for record in session.run(neo4j_query(scope)):
+        for record in session.run(scope_query(scope)):
             yield neo4j_item(scope, record)
 
 
@@ -294,7 +284,7 @@ def compare_maps(pg: dict[tuple[str, ...], int], neo: dict[tuple[str, ...], int]
     return out
 
 
-def _count_collisions(report: ScopeReport, repeated: list[tuple[str, ...]], samples: int) -> None:
+def count_collisions(report: ScopeReport, repeated: list[tuple[str, ...]], samples: int) -> None:
     if report.kind == "fk":  # the node scope of the same rows counts them already
         return
     report.collisions += len(repeated)
@@ -378,7 +368,7 @@ def verify(
                     found = compare_maps(pg_maps[slot], neo_map)
                     del neo_map
                     report = scope_reports[slot]
-                    _count_collisions(report, repeated[slot], samples)
+                    count_collisions(report, repeated[slot], samples)
                     for kind, idents in found.items():
                         report.counts[kind] = len(idents)
                         report.samples[kind] = [list(i) for i in idents[:samples]]
@@ -387,116 +377,3 @@ def verify(
                 del pg_maps
             reports.extend(scope_reports)
     return VerifyReport(reports, drifts, time.monotonic() - started)
-
-
-# -- incremental -----------------------------------------------------------------------------------------------------
-
-
-def verify_recent(
-    pg_dsn: str,
-    driver: Driver,
-    mapping: Mapping,
-    since_seconds: float,
-    stale_after_seconds: float = 60.0,
-    database: str = "neo4j",
-    samples: int = 5,
-) -> VerifyReport:
-    """Compare only the nodes (and their foreign-key relationships) whose row changed (`updated_at_column`) or
-    whose node was synced within the last `since_seconds`; count stale syncs: rows changed more than
-    `stale_after_seconds` after their node's `_pg2neo_synced_at`."""
-    from pg2neo.apply.reader import by_keys_query
-    from pg2neo.mapping.convert import key_from_text
-
-    started = time.monotonic()
-    builder = BatchBuilder(mapping)
-    reports: list[ScopeReport] = []
-    drifts: list[Drift] = []
-    stale = 0
-    stale_samples: list[list[str]] = []
-    scopes = scopes_of(mapping)
-    with psycopg.connect(pg_dsn, autocommit=True, application_name="pg2neo-verify") as conn:
-        prepare_connection(conn)
-        for node in mapping.nodes:
-            keys: dict[tuple[str, ...], Any] = {}
-            key_sql = psycopg.sql.SQL(", ").join(
-                psycopg.sql.SQL("{}::text").format(psycopg.sql.Identifier(c)) for c in node.key_columns
-            )
-            table = psycopg.sql.Identifier(node.schema, node.name)
-            if node.updated_at_column is not None:
-                query = psycopg.sql.SQL(
-                    "SELECT ARRAY[{}], {} FROM {} WHERE {} >= clock_timestamp() - make_interval(secs => %s)"
-                ).format(
-                    key_sql,
-                    psycopg.sql.Identifier(node.updated_at_column),
-                    table,
-                    psycopg.sql.Identifier(node.updated_at_column),
-                )
-                for row in conn.execute(query, (since_seconds,)):
-                    keys[tuple(row[0])] = row[1]
-            with driver.session(database=database) as session:
-                result = session.run(
-                    f"MATCH (n:{q(node.label)}) WHERE n.{SYNCED_AT} >= datetime() - duration({{seconds: $s}}) "
-                    f"RETURN {_keys('n', node.key_props)} AS k",
-                    s=int(since_seconds),
-                )
-                for record in result:
-                    keys.setdefault(_texts(record["k"]), None)
-            mine = [s for s in scopes if s.entry is node]
-            key_list = list(keys)
-            pg_map: list[dict[tuple[str, ...], int]] = [{} for _ in mine]
-            neo_map: list[dict[tuple[str, ...], int]] = [{} for _ in mine]
-            repeated: list[tuple[str, ...]] = []
-            for start in range(0, len(key_list), FETCH_ROWS):
-                chunk = key_list[start : start + FETCH_ROWS]
-                columns = [[k[i] for k in chunk] for i in range(len(node.key_columns))]
-                rows = conn.execute(by_keys_query(mapping, node), columns).fetchall()
-                batch = builder.new_batch()
-                builder.add_rows(batch, node, rows)
-                writes = batch.nodes.get(node.table)
-                if writes is not None:
-                    for u in writes.upserts:
-                        ident, h = node_item(u["k"], u["p"])
-                        if ident in pg_map[0]:
-                            repeated.append(ident)
-                            continue
-                        pg_map[0][ident] = h
-                    for index, links in enumerate(writes.links):
-                        for link in links:
-                            if link["t"] is not None:
-                                ident, h = fk_item(link["k"], link["t"])
-                                pg_map[1 + index][ident] = h
-                typed = [[key_from_text(c, t) for c, t in zip(node.key_column_objs, k, strict=True)] for k in chunk]
-                match = "WHERE " + _keys("n", node.key_props) + " IN $keys"
-                with driver.session(database=database) as session:
-                    for slot, scope in enumerate(mine):
-                        for record in session.run(neo4j_query(scope, match), keys=typed):
-                            ident, h = neo4j_item(scope, record)
-                            neo_map[slot][ident] = h
-                    if node.updated_at_column is not None:
-                        for record in session.run(
-                            f"MATCH (n:{q(node.label)}) {match} RETURN {_keys('n', node.key_props)} AS k, "
-                            f"n.{SYNCED_AT} AS synced",
-                            keys=typed,
-                        ):
-                            changed = keys.get(_texts(record["k"]))
-                            synced = record["synced"]
-                            if changed is None or synced is None:
-                                continue
-                            lag = (changed - synced.to_native()).total_seconds()
-                            if lag > stale_after_seconds:
-                                stale += 1
-                                if len(stale_samples) < samples:
-                                    stale_samples.append([node.label, *_texts(record["k"]), f"{lag:.0f}s"])
-            for slot, scope in enumerate(mine):
-                report = ScopeReport(scope.name, scope.kind, len(pg_map[slot]), len(neo_map[slot]))
-                if slot == 0:
-                    _count_collisions(report, repeated, samples)
-                found = compare_maps(pg_map[slot], neo_map[slot])
-                for kind, idents in found.items():
-                    report.counts[kind] = len(idents)
-                    report.samples[kind] = [list(i) for i in idents[:samples]]
-                    drifts.extend(Drift(scope.name, kind, i) for i in idents)
-                reports.append(report)
-    return VerifyReport(
-        reports, drifts, time.monotonic() - started, mode="recent", stale=stale, stale_samples=stale_samples
-    )

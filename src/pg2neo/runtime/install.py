@@ -20,17 +20,18 @@ from neo4j import Driver
 from psycopg import sql
 
 from pg2neo.apply.writer import GraphWriter
-from pg2neo.capture.outbox_sql import (
+from pg2neo.capture.triggers import (
     INSTALLED_TRIGGERS,
     PARTITIONS,
     drop_trigger_statements,
-    install_statements,
-    service_grant_statements,
+    trigger_statements,
 )
 from pg2neo.errors import CaptureError, SchemaDriftError
 from pg2neo.logs import event
 from pg2neo.mapping.plan import Mapping
-from pg2neo.reconcile.conflicts import CONFLICTS_DDL
+from pg2neo.transport.conflicts import CONFLICTS_DDL
+from pg2neo.transport.schema import drop_schema, schema_statements, service_grant_statements
+from pg2neo.transport.state import MAPPING, SERVICE_ROLES, read_state, write_state
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ def plan_sql(conn: psycopg.Connection[Any], mapping: Mapping, service_roles: Seq
     stale = [t for t in installed if f"{t[0]}.{t[1]}" not in covered]
     statements = [
         *drop_trigger_statements(stale),
-        *install_statements(mapping, frozenset(partitions), partitions),
+        *schema_statements(),
+        *trigger_statements(mapping, frozenset(partitions), partitions),
         sql.SQL(CONFLICTS_DDL),
     ]
     for role in service_roles:
@@ -126,10 +128,10 @@ def _check_roles(conn: psycopg.Connection[Any], roles: Sequence[str]) -> None:
 def _remembered_roles(conn: psycopg.Connection[Any]) -> list[str]:
     try:
         with conn.transaction():
-            row = conn.execute("SELECT value FROM pg2neo.state WHERE name = 'service_roles'").fetchone()
+            roles = read_state(conn, SERVICE_ROLES)
     except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege):
         return []  # not installed yet, or not readable by this role (which check_installer then refuses)
-    return [str(r) for r in row[0]] if row else []
+    return [str(r) for r in roles] if roles is not None else []
 
 
 def init(
@@ -158,16 +160,8 @@ def init(
         with conn.transaction():
             for statement in statements:
                 conn.execute(statement)
-            conn.execute(
-                "INSERT INTO pg2neo.state (name, value) VALUES ('mapping', %s) "
-                "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-                (json.dumps({"fingerprint": fingerprint(mapping), "source": mapping.source}),),
-            )
-            conn.execute(
-                "INSERT INTO pg2neo.state (name, value) VALUES ('service_roles', %s) "
-                "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-                (json.dumps(roles),),
-            )
+            write_state(conn, MAPPING, {"fingerprint": fingerprint(mapping), "source": mapping.source})
+            write_state(conn, SERVICE_ROLES, roles)
     except psycopg.errors.InsufficientPrivilege as exc:
         raise CaptureError(
             f"`pg2neo init` lacks a privilege: {str(exc).strip()}. Run it as the role that owns the mapped tables "
@@ -188,13 +182,13 @@ def init(
 def check_installed(conn: psycopg.Connection[Any], mapping: Mapping) -> None:
     """The triggers in PostgreSQL must be the ones generated for this mapping and this catalog."""
     try:
-        row = conn.execute("SELECT value FROM pg2neo.state WHERE name = 'mapping'").fetchone()
+        installed = read_state(conn, MAPPING)
     except psycopg.errors.UndefinedTable as exc:
         conn.rollback()
         raise SchemaDriftError("pg2neo is not installed in this database: run `pg2neo init` first") from exc
-    if row is None:
+    if installed is None:
         raise SchemaDriftError("pg2neo is not installed in this database: run `pg2neo init` first")
-    if row[0].get("fingerprint") != fingerprint(mapping):
+    if installed.get("fingerprint") != fingerprint(mapping):
         raise SchemaDriftError(
             "the mapping or the mapped tables changed since `pg2neo init` (columns, types or keys differ): "
             "run `pg2neo init` again to regenerate the capture triggers; queued changes are kept"
@@ -207,5 +201,5 @@ def uninstall(conn: psycopg.Connection[Any]) -> int:
     with conn.transaction():
         for statement in drop_trigger_statements(installed):
             conn.execute(statement)
-        conn.execute("DROP SCHEMA IF EXISTS pg2neo CASCADE")
+        drop_schema(conn)
     return len(installed)

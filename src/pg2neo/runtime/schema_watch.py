@@ -16,7 +16,6 @@ A column change that leaves the mapping as it was (a column the mapping does not
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -25,10 +24,12 @@ from pathlib import Path
 import psycopg
 from prometheus_client import Gauge
 
-from pg2neo.capture.outbox_sql import TRIGGER_ROW, TRIGGER_TRUNCATE, TRIGGER_UPDATE
+from pg2neo.apply.cypher import delete_label_hint, delete_type_hint
+from pg2neo.capture.triggers import TRIGGER_ROW, TRIGGER_TRUNCATE, TRIGGER_UPDATE
 from pg2neo.errors import Pg2NeoError, SchemaDriftError
 from pg2neo.logs import event, get_logger
 from pg2neo.mapping.plan import JoinTable, Mapping, NodeTable
+from pg2neo.transport.state import SCHEMA_CHANGES, delete_state, write_state
 
 log = get_logger("schema")
 
@@ -284,11 +285,7 @@ class SchemaWatch:
         record = {"at": time.time(), "changes": [c.as_dict() for c in changes]}
         try:
             with psycopg.connect(self.pg_dsn, autocommit=True, connect_timeout=5) as conn:
-                conn.execute(
-                    "INSERT INTO pg2neo.state (name, value) VALUES ('schema_changes', %s) "
-                    "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-                    (json.dumps(record),),
-                )
+                write_state(conn, SCHEMA_CHANGES, record)
         except psycopg.Error:
             pass  # the log line and the exit code still say it
         return SchemaChanged(changes)
@@ -297,7 +294,7 @@ class SchemaWatch:
         """A service that starts on a clean catalog takes the last report away: it was dealt with."""
         try:
             with psycopg.connect(self.pg_dsn, autocommit=True, connect_timeout=5) as conn:
-                conn.execute("DELETE FROM pg2neo.state WHERE name = 'schema_changes'")
+                delete_state(conn, SCHEMA_CHANGES)
         except psycopg.Error:
             pass
 
@@ -327,10 +324,10 @@ def _dropped_remedy(mapping: Mapping, table: str) -> str:
     entry = mapping.entry(table)
     if isinstance(entry, NodeTable):
         leftover = f"its nodes (label {entry.labels[0]}) are still in Neo4j"
-        cypher = f"MATCH (n:`{entry.labels[0]}`) CALL (n) {{ DETACH DELETE n }} IN TRANSACTIONS"
+        cypher = delete_label_hint(entry.labels[0])
     elif isinstance(entry, JoinTable):
         leftover = f"its relationships (type {entry.type}) are still in Neo4j"
-        cypher = f"MATCH ()-[r:`{entry.type}`]->() CALL (r) {{ DELETE r }} IN TRANSACTIONS"
+        cypher = delete_type_hint(entry.type)
     else:
         leftover, cypher = "its graph is still in Neo4j", ""
     return (

@@ -26,9 +26,9 @@ from pg2neo.apply.failures import TRANSIENT
 from pg2neo.errors import SchemaDriftError, is_transient
 from pg2neo.logs import event, get_logger, redact
 from pg2neo.runtime.schema_watch import SchemaChanged, SchemaWatch
-from pg2neo.runtime.status import LAG_SECONDS, QUEUE_DEPTH, UP, Heartbeat, Monitor, queue_state
+from pg2neo.runtime.status import LAG_SECONDS, QUEUE_DEPTH, UP, Heartbeat, Monitor
 
-__all__ = ["LAG_SECONDS", "QUEUE_DEPTH", "UP", "Heartbeat", "Stopper", "queue_state", "run_service", "run_snapshot"]
+__all__ = ["LAG_SECONDS", "QUEUE_DEPTH", "UP", "Heartbeat", "Stopper", "run_service", "run_snapshot"]
 
 T = TypeVar("T")
 

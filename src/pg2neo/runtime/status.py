@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import socket
 import threading
@@ -24,6 +23,8 @@ from neo4j import Driver
 from prometheus_client import Gauge
 
 from pg2neo.logs import event, get_logger
+from pg2neo.transport import audit, dead_letters, progress, state
+from pg2neo.transport.queue import queue_span, queue_state
 
 log = get_logger("status")
 
@@ -100,12 +101,7 @@ class Heartbeat:
     def _write(self, value: dict[str, Any]) -> None:
         try:
             with psycopg.connect(self.pg_dsn, autocommit=True, connect_timeout=3, application_name="pg2neo-hb") as c:
-                c.execute(
-                    "INSERT INTO pg2neo.state (name, value) VALUES (%s, %s::jsonb || jsonb_build_object("
-                    "'heartbeat', extract(epoch FROM clock_timestamp()))) "
-                    "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-                    (self.name, json.dumps(value)),
-                )
+                state.write_heartbeat(c, self.name, value)
         except psycopg.Error:
             pass  # PostgreSQL is away: nothing to record it in; the retry loop logs the outage
 
@@ -116,25 +112,11 @@ class Heartbeat:
         it is marked gone at once instead of reading "not responding" until it is forgotten."""
         try:
             with psycopg.connect(self.pg_dsn, autocommit=True, connect_timeout=3, application_name="pg2neo-hb") as c:
-                c.execute(
-                    "DELETE FROM pg2neo.state WHERE name LIKE 'service:%%' AND "
-                    "extract(epoch FROM clock_timestamp()) - (value->>'heartbeat')::float8 > %s",
-                    (self.FORGET_AFTER,),
-                )
-                rows = c.execute(
-                    "SELECT name, (value->>'pid')::int FROM pg2neo.state WHERE name LIKE %s AND name <> %s "
-                    "AND coalesce(value->>'state', '') NOT IN ('gone', 'stopped') "
-                    "AND extract(epoch FROM clock_timestamp()) - (value->>'heartbeat')::float8 > %s",
-                    (f"service:{self.host}:%", self.name, self.EVERY * 2),
-                ).fetchall()
-                for name, pid in rows:
-                    if pid is not None and _alive(int(pid)):
+                state.forget_services(c, self.FORGET_AFTER)
+                for name, pid in state.silent_services(c, self.host, self.name, self.EVERY * 2):
+                    if pid is not None and _alive(pid):
                         continue
-                    c.execute(
-                        "UPDATE pg2neo.state SET value = value || jsonb_build_object('state', 'gone', 'detail', "
-                        "'the process is gone (killed?); a new service started on this host') WHERE name = %s",
-                        (name,),
-                    )
+                    state.mark_service_gone(c, name)
                     event(log, "service_gone", service=name.removeprefix("service:"))
         except psycopg.Error:
             pass  # best effort: `status` still ages the row out by itself
@@ -143,7 +125,7 @@ class Heartbeat:
     def clear(self) -> None:
         try:
             with psycopg.connect(self.pg_dsn, autocommit=True, connect_timeout=3) as c:
-                c.execute("DELETE FROM pg2neo.state WHERE name = %s", (self.name,))
+                state.delete_state(c, self.name)
         except psycopg.Error:
             pass  # left behind, it turns stale and `status` says the service is not responding, then gone
 
@@ -234,82 +216,48 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {redact(str(exc).strip())}"[:200]
 
 
-def queue_state(conn: psycopg.Connection[Any]) -> tuple[int, float]:
-    """Depth and age of the queue, from the queue itself: true whether or not batches are being applied."""
-    row = conn.execute(
-        "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(enqueued_at)), 0) FROM pg2neo.changes"
-    ).fetchone()
-    assert row is not None
-    return int(row[0]), float(row[1])
-
-
 # -- `pg2neo status` -----------------------------------------------------------------------------------------------
 
 
-# Audit rows that are batches (the audit also records other acts, e.g. a conflict resolved).
-BATCH_KINDS = ["changes", "snapshot", "truncate"]
-
-
 def status_report(conn: psycopg.Connection[Any]) -> dict[str, Any]:
-    queue = conn.execute(
-        "SELECT count(*), extract(epoch FROM clock_timestamp() - min(enqueued_at)), min(seq), max(seq) "
-        "FROM pg2neo.changes"
-    ).fetchone()
-    assert queue is not None
-    minute = conn.execute(
-        "SELECT coalesce(sum(events) FILTER (WHERE kind = 'changes'), 0), count(*) FROM pg2neo.audit "
-        "WHERE finished_at > clock_timestamp() - interval '60 seconds' AND kind = ANY(%s)",
-        (BATCH_KINDS,),
-    ).fetchone()
-    assert minute is not None
-    dead = conn.execute("SELECT count(*) FROM pg2neo.dead_letters").fetchone()
-    last = conn.execute(
-        "SELECT kind, finished_at, events, counts, duration_ms, last_seq FROM pg2neo.audit "
-        "WHERE kind = ANY(%s) ORDER BY id DESC LIMIT 1",
-        (BATCH_KINDS,),
-    ).fetchone()
-    services = conn.execute(
-        "SELECT name, value, extract(epoch FROM clock_timestamp()) - (value->>'heartbeat')::float8 "
-        "FROM pg2neo.state WHERE name LIKE 'service:%%' ORDER BY name"
-    ).fetchall()
-    drift = conn.execute(
-        "SELECT value, extract(epoch FROM clock_timestamp()) FROM pg2neo.state WHERE name = 'drift'"
-    ).fetchone()
-    schema = conn.execute("SELECT value FROM pg2neo.state WHERE name = 'schema_changes'").fetchone()
-    snapshot = conn.execute(
-        "SELECT tbl, rows_done, done, started_at, finished_at FROM pg2neo.snapshot_progress ORDER BY tbl"
-    ).fetchall()
+    queue = queue_span(conn)
+    minute = audit.last_minute(conn)
+    last = audit.last_batch(conn)
+    drift = state.read_drift(conn)
+    schema = state.read_state(conn, state.SCHEMA_CHANGES)
     return {
-        "queue_depth": int(queue[0]),
-        "lag_seconds": round(float(queue[1] or 0.0), 3),
-        "oldest_seq": queue[2],
-        "newest_seq": queue[3],
-        "applied_last_minute": int(minute[0]),
-        "throughput_per_second": round(int(minute[0]) / 60.0, 1),
-        "batches_last_minute": int(minute[1]),
-        "dead_letters": int(dead[0]) if dead else 0,
+        "queue_depth": queue.depth,
+        "lag_seconds": round(queue.lag_seconds or 0.0, 3),
+        "oldest_seq": queue.oldest_seq,
+        "newest_seq": queue.newest_seq,
+        "applied_last_minute": minute.events,
+        "throughput_per_second": round(minute.events / 60.0, 1),
+        "batches_last_minute": minute.batches,
+        "dead_letters": dead_letters.count_dead_letters(conn),
         "last_batch": None
         if last is None
         else {
-            "kind": last[0],
-            "finished_at": last[1].isoformat(),
-            "events": last[2],
-            "counts": last[3],
-            "duration_ms": round(float(last[4]), 1),
-            "last_seq": last[5],
+            "kind": last.kind,
+            "finished_at": last.finished_at.isoformat(),
+            "events": last.events,
+            "counts": last.counts,
+            "duration_ms": round(last.duration_ms, 1),
+            "last_seq": last.last_seq,
         },
-        "drift": None if drift is None else drift_summary(drift[0], float(drift[1])),
-        "services": [s for name, value, age in services if (s := _service(name, value, float(age))) is not None],
+        "drift": None if drift is None else drift_summary(drift.value, drift.now),
+        "services": [
+            s for row in state.services(conn) if (s := _service(row.name, row.value, row.age_seconds)) is not None
+        ],
         "snapshot": {
-            row[0]: {
-                "rows": int(row[1]),
-                "done": bool(row[2]),
-                "started_at": row[3].isoformat() if row[3] else None,
-                "finished_at": row[4].isoformat() if row[4] else None,
+            row.table: {
+                "rows": row.rows_done,
+                "done": row.done,
+                "started_at": row.started_at.isoformat() if row.started_at else None,
+                "finished_at": row.finished_at.isoformat() if row.finished_at else None,
             }
-            for row in snapshot
+            for row in progress.all_progress(conn)
         },
-        "schema_changes": [] if schema is None else schema[0].get("changes", []),
+        "schema_changes": [] if schema is None else schema.get("changes", []),
     }
 
 

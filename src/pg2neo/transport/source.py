@@ -5,7 +5,7 @@ sequence number, or a log position for another source). The engine applies a bat
 Neo4j commit, acknowledges it to the source inside the same PostgreSQL transaction it was claimed in, so a crash
 between the two replays the batch (the writes are idempotent) and never loses it.
 
-`OutboxSource` is the first implementation: the `pg2neo.changes` queue the capture triggers fill.
+`queue.OutboxSource` is the first implementation: the `pg2neo.changes` queue the capture triggers fill.
 """
 
 from __future__ import annotations
@@ -62,22 +62,3 @@ class ChangeSource(Protocol):
     def ack(self, conn: psycopg.Connection[Any], changes: list[Change]) -> None:
         """Forget applied changes (in the caller's transaction, committed after the Neo4j commit)."""
         ...
-
-
-class OutboxSource:
-    """The `pg2neo.changes` queue, read under the apply lock in the batch's REPEATABLE READ transaction."""
-
-    name = "outbox"
-
-    def claim(self, conn: psycopg.Connection[Any], limit: int) -> ChangeBatch | None:
-        rows = conn.execute("SELECT seq, tbl, op, key FROM pg2neo.changes ORDER BY seq LIMIT %s", (limit,)).fetchall()
-        if not rows:
-            return None
-        changes = [Change(int(r[0]), str(r[1]), str(r[2]), None if r[3] is None else tuple(r[3])) for r in rows]
-        if changes[0].op == "T":
-            return ChangeBatch(changes[:1], self.name)
-        cut = next((i for i, c in enumerate(changes) if c.op == "T"), len(changes))
-        return ChangeBatch(changes[:cut], self.name)
-
-    def ack(self, conn: psycopg.Connection[Any], changes: list[Change]) -> None:
-        conn.execute("DELETE FROM pg2neo.changes WHERE seq = ANY(%s)", ([c.seq for c in changes],))

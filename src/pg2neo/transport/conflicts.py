@@ -1,28 +1,20 @@
 """The `pg2neo.conflicts` table: drift items the manual policy leaves to a person (`pg2neo conflicts ...`).
 
-Created here on first use (CREATE TABLE IF NOT EXISTS), not by `pg2neo init`. One open row per scope and
-identity; `resolve_conflict` (in repair.py) rewrites one side from the other and stamps `resolved_at` and
-`resolution`. `resolve_and_record` is how a person resolves one (`pg2neo conflicts resolve`, the web console): it
-also writes the resolution into the audit trail (`pg2neo.audit`, kind `conflict_resolved`).
+Its DDL and every query on it. `pg2neo init` creates it (`CONFLICTS_DDL`); `ensure_conflicts_table` creates it on
+first use where init has not. One open row per scope and identity; a resolution stamps `resolved_at` and
+`resolution`, and `record_resolution` also writes it into the audit trail (`pg2neo.audit`, kind
+`conflict_resolved`).
 """
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from pg2neo.errors import ReconcileError
-
-if TYPE_CHECKING:
-    from neo4j import Driver
-
-    from pg2neo.mapping.plan import Mapping
-    from pg2neo.reconcile.repair import Conflict
 
 AUDIT_KIND = "conflict_resolved"
 
@@ -56,24 +48,22 @@ def _jsonable(props: dict[str, Any] | None) -> Any:
     return json.loads(json.dumps(props, default=str))
 
 
-def record_conflicts(conn: psycopg.Connection[Any], conflicts: list[Conflict]) -> int:
-    ensure_conflicts_table(conn)
-    recorded = 0
-    for c in conflicts:
-        cur = conn.execute(
-            "INSERT INTO pg2neo.conflicts (scope, kind, identity, pg_row, neo4j_props) VALUES (%s, %s, %s, %s, %s) "
-            "ON CONFLICT (scope, identity) WHERE resolved_at IS NULL DO UPDATE SET kind = EXCLUDED.kind, "
-            "pg_row = EXCLUDED.pg_row, neo4j_props = EXCLUDED.neo4j_props, detected_at = now()",
-            (
-                c.drift.scope,
-                c.drift.kind,
-                list(c.drift.identity),
-                Jsonb(_jsonable(c.pg_row)),
-                Jsonb(_jsonable(c.neo4j_props)),
-            ),
-        )
-        recorded += cur.rowcount
-    return recorded
+def record_conflict(
+    conn: psycopg.Connection[Any],
+    scope: str,
+    kind: str,
+    identity: tuple[str, ...],
+    pg_row: dict[str, Any] | None,
+    neo4j_props: dict[str, Any] | None,
+) -> int:
+    """Open (or refresh the open) row for this scope and identity; returns the rows written (0 or 1)."""
+    cur = conn.execute(
+        "INSERT INTO pg2neo.conflicts (scope, kind, identity, pg_row, neo4j_props) VALUES (%s, %s, %s, %s, %s) "
+        "ON CONFLICT (scope, identity) WHERE resolved_at IS NULL DO UPDATE SET kind = EXCLUDED.kind, "
+        "pg_row = EXCLUDED.pg_row, neo4j_props = EXCLUDED.neo4j_props, detected_at = now()",
+        (scope, kind, list(identity), Jsonb(_jsonable(pg_row)), Jsonb(_jsonable(neo4j_props))),
+    )
+    return cur.rowcount
 
 
 def list_conflicts(conn: psycopg.Connection[Any], include_resolved: bool = False) -> list[dict[str, Any]]:
@@ -91,10 +81,14 @@ def get_conflict(conn: psycopg.Connection[Any], conflict_id: int) -> dict[str, A
     return next((c for c in list_conflicts(conn, True) if c["id"] == conflict_id), None)
 
 
+def mark_resolved(conn: psycopg.Connection[Any], conflict_id: int, take: str) -> None:
+    conn.execute("UPDATE pg2neo.conflicts SET resolved_at = now(), resolution = %s WHERE id = %s", (take, conflict_id))
+
+
 def record_resolution(
     conn: psycopg.Connection[Any], conflict_id: int, take: str, by: str, duration_seconds: float = 0.0
 ) -> None:
-    """Mark the conflict resolved (if `resolve_conflict` has not yet) and add its row to the audit trail, in one
+    """Mark the conflict resolved (if `mark_resolved` has not yet) and add its row to the audit trail, in one
     transaction: the audit row names the conflict, its scope and identity, the side taken and who took it."""
     with conn.transaction():
         row = conn.execute(
@@ -110,24 +104,3 @@ def record_resolution(
             "VALUES (%s, clock_timestamp() - make_interval(secs => %s), 1, %s, %s, %s)",
             (AUDIT_KIND, duration_seconds, Jsonb({**counts, "by": by}), duration_seconds * 1000, f"took {take}"),
         )
-
-
-def resolve_and_record(
-    pg_dsn: str,
-    driver: Driver,
-    mapping: Mapping,
-    conflict_id: int,
-    take: str,
-    drain: Callable[[], None],
-    database: str = "neo4j",
-    by: str = "cli",
-) -> Conflict:
-    """Settle one conflict with the chosen side's current state (`repair.resolve_conflict`), then record the
-    resolution in the audit trail (`record_resolution`). `by` says who resolved it: "cli", "console"."""
-    from pg2neo.reconcile.repair import resolve_conflict  # repair imports this module
-
-    started = time.monotonic()
-    conflict = resolve_conflict(pg_dsn, driver, mapping, conflict_id, take, drain, database)
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        record_resolution(conn, conflict_id, take, by, time.monotonic() - started)
-    return conflict
