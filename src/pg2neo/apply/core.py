@@ -108,19 +108,13 @@ class Applied:
         return counts
 
 
-class Applier:
-    """Reads rows by key, maps them to graph writes and writes them; create one per mapping and Neo4j database.
+class KeyReader:
+    """Reads rows by key and maps them to graph writes (no write): the read side of the apply core, also used by
+    `verify --since` and repairs to see PostgreSQL exactly as the applier sees it."""
 
-    `advance_epoch(high)` moves the caller's epoch sequence past the graph's highest epoch and returns a new epoch;
-    without it, `write` lets `EpochBehind` reach the caller."""
-
-    def __init__(
-        self, mapping: Mapping, writer: GraphWriter, advance_epoch: Callable[[int], int] | None = None
-    ) -> None:
+    def __init__(self, mapping: Mapping) -> None:
         self.mapping = mapping
-        self.writer = writer
         self.builder = BatchBuilder(mapping)
-        self._advance_epoch = advance_epoch
         self._by_keys = {e.table: by_keys_query(mapping, e) for e in mapping.entries}
 
     # -- reading ------------------------------------------------------------------------------------------------
@@ -191,6 +185,20 @@ class Applier:
             if gone:
                 self.builder.add_deletes(batch, entry, gone)
         return batch
+
+
+class Applier(KeyReader):
+    """Reads rows by key, maps them to graph writes and writes them; create one per mapping and Neo4j database.
+
+    `advance_epoch(high)` moves the caller's epoch sequence past the graph's highest epoch and returns a new epoch;
+    without it, `write` lets `EpochBehind` reach the caller."""
+
+    def __init__(
+        self, mapping: Mapping, writer: GraphWriter, advance_epoch: Callable[[int], int] | None = None
+    ) -> None:
+        super().__init__(mapping)
+        self.writer = writer
+        self._advance_epoch = advance_epoch
 
     # -- writing ------------------------------------------------------------------------------------------------
     def write(

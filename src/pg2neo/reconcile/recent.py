@@ -14,9 +14,8 @@ import psycopg
 from neo4j import Driver
 from psycopg import sql
 
-from pg2neo.apply.batch import BatchBuilder
+from pg2neo.apply.core import KeyReader
 from pg2neo.apply.cypher import recently_synced_query, synced_at_query
-from pg2neo.apply.reader import by_keys_query
 from pg2neo.capture.session import prepare_connection
 from pg2neo.mapping.convert import key_from_text
 from pg2neo.mapping.plan import Mapping, NodeTable
@@ -72,7 +71,7 @@ def verify_recent(
     whose node was synced within the last `since_seconds`; count stale syncs: rows changed more than
     `stale_after_seconds` after their node's `_pg2neo_synced_at`."""
     started = time.monotonic()
-    builder = BatchBuilder(mapping)
+    reader = KeyReader(mapping)
     reports: list[ScopeReport] = []
     drifts: list[Drift] = []
     stale = 0
@@ -89,10 +88,7 @@ def verify_recent(
             repeated: list[tuple[str, ...]] = []
             for start in range(0, len(key_list), FETCH_ROWS):
                 chunk = key_list[start : start + FETCH_ROWS]
-                columns = [[k[i] for k in chunk] for i in range(len(node.key_columns))]
-                rows = conn.execute(by_keys_query(mapping, node), columns).fetchall()
-                batch = builder.new_batch()
-                builder.add_rows(batch, node, rows)
+                batch = reader.build([r for r in reader.fetch(conn, node, chunk) if r.row is not None])
                 writes = batch.nodes.get(node.table)
                 if writes is not None:
                     for u in writes.upserts:

@@ -30,6 +30,7 @@ from pg2neo.reconcile.verify import Drift, verify
 from pg2neo.reconcile.writeback import delete_in_graph, write_pg
 from pg2neo.settings import ApplySettings
 from pg2neo.transport.conflicts import get_conflict, mark_resolved, record_conflict, record_resolution
+from pg2neo.transport.queue import enqueue_updates
 from pg2neo.transport.schema import mark_own_write
 
 
@@ -59,14 +60,6 @@ class RepairResult:
                 for c in self.planned
             ],
         }
-
-
-def _enqueue(conn: psycopg.Connection[Any], items: list[tuple[str, tuple[str, ...]]]) -> None:
-    if items:
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO pg2neo.changes (tbl, op, key) VALUES (%s, 'U', %s)", [(t, list(k)) for t, k in items]
-            )
 
 
 def _drain(pg_dsn: str, driver: Driver, mapping: Mapping, database: str) -> None:
@@ -124,7 +117,8 @@ def apply_decisions(
                 if key is not None:
                     queue.append((c.scope.entry.table, key))
                 to_pg += 1
-        _enqueue(conn, list(dict.fromkeys(queue)))
+        if queue:
+            enqueue_updates(conn, list(dict.fromkeys(queue)))
     _drain(pg_dsn, driver, mapping, database)
     return to_neo4j, to_pg, errors
 

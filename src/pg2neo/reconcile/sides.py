@@ -14,9 +14,8 @@ import psycopg
 from neo4j import Driver
 from psycopg import sql
 
-from pg2neo.apply.batch import BatchBuilder
+from pg2neo.apply.core import KeyReader
 from pg2neo.apply.cypher import graph_props, join_props_query, node_props_query
-from pg2neo.apply.reader import by_keys_query
 from pg2neo.capture.session import prepare_connection
 from pg2neo.mapping.convert import key_from_text
 from pg2neo.mapping.plan import JoinTable, Mapping, NodeTable
@@ -59,13 +58,12 @@ def valid_key(conn: psycopg.Connection[Any], entry: NodeTable | JoinTable, key: 
 
 
 def _pg_props(
-    conn: psycopg.Connection[Any], builder: BatchBuilder, entry: NodeTable | JoinTable, key: tuple[str, ...]
+    conn: psycopg.Connection[Any], reader: KeyReader, entry: NodeTable | JoinTable, key: tuple[str, ...]
 ) -> dict[str, Any] | None:
-    rows = conn.execute(by_keys_query(builder.mapping, entry), [[k] for k in key]).fetchall()
+    rows = [r for r in reader.fetch(conn, entry, [key]) if r.row is not None]
     if not rows:
         return None
-    batch = builder.new_batch()
-    builder.add_rows(batch, entry, rows)
+    batch = reader.build(rows)
     if isinstance(entry, NodeTable):
         writes = batch.nodes.get(entry.table)
         return graph_props(writes.upserts[0]["p"]) if writes and writes.upserts else None
@@ -106,7 +104,7 @@ def load_conflicts(
 ) -> list[Conflict]:
     """Each drift item with both sides' current state."""
     by_name = {s.name: s for s in scopes_of(mapping)}
-    builder = BatchBuilder(mapping)
+    reader = KeyReader(mapping)
     out: list[Conflict] = []
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         prepare_connection(conn)
@@ -114,7 +112,7 @@ def load_conflicts(
             scope = by_name[drift.scope]
             key = item_key(scope, drift.identity)
             readable = key is not None and valid_key(conn, scope.entry, key)
-            pg = _pg_props(conn, builder, scope.entry, key) if key is not None and readable else None
+            pg = _pg_props(conn, reader, scope.entry, key) if key is not None and readable else None
             neo = _neo4j_props(driver, database, scope, drift.identity)
             out.append(Conflict(drift, scope, pg, neo))
     return out
