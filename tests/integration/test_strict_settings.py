@@ -70,3 +70,36 @@ def test_strict_commit_under_the_applications_own_settings(pg_dsn: str, graph: C
         with driver.session() as session:
             values = sorted(r["v"] for r in session.run("MATCH (n) WHERE n.v IS NOT NULL RETURN n.v AS v"))
         assert values == ["strict"] * 5, "a strict commit took its own rows for deletes"
+
+
+def test_the_applier_reads_keys_whatever_the_sessions_settings(pg_dsn: str, graph: Connections, tmp_path: Path) -> None:
+    """The same keys through capture and `run`: the database's defaults (which every new session of pg2neo's own
+    inherits) and the application's session both print keys differently, and nothing is taken for a delete."""
+    path = tmp_path / "m.yaml"
+    path.write_text(MAPPING)
+    dbname = psycopg.conninfo.conninfo_to_dict(pg_dsn)["dbname"]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn, graph.driver() as driver:
+        conn.execute(SCHEMA)
+        for statement in APPLICATION_SETTINGS:
+            name, value = statement.removeprefix("SET ").split(" = ")
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+                    sql.Identifier(str(dbname)), sql.Identifier(name), sql.SQL(value)
+                )
+            )
+        mapping = load_mapping(path, conn)
+        install.init(conn, driver, mapping)
+        engine = Engine(pg_dsn, driver, mapping, ApplySettings())
+        try:
+            run_snapshot(engine, Stopper(), lambda *_: None)
+            with psycopg.connect(pg_dsn, autocommit=True) as app:
+                for statement in APPLICATION_SETTINGS:
+                    app.execute(statement)
+                for table in ("blob", "day", "span", "stamp", "ratio"):
+                    app.execute(sql.SQL("UPDATE {} SET v = 'live'").format(sql.Identifier(table)))
+            engine.drain()
+        finally:
+            engine.close()
+        with driver.session() as session:
+            values = sorted(r["v"] for r in session.run("MATCH (n) WHERE n.v IS NOT NULL RETURN n.v AS v"))
+        assert values == ["live"] * 5, "the applier took rows for deletes (or missed updates) under other settings"

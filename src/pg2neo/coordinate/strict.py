@@ -49,7 +49,9 @@ from pg2neo.errors import CoordinateError, EpochBehind
 from pg2neo.logs import event, get_logger
 from pg2neo.mapping.plan import Mapping
 from pg2neo.transport.epoch import advance_epoch
-from pg2neo.transport.schema import APPLY_LOCK_KEY
+from pg2neo.transport.queue import changes_of_this_transaction
+from pg2neo.transport.schema import apply_lock_for_transaction
+from pg2neo.transport.source import ChangeBatch
 
 log = get_logger("strict")
 
@@ -204,33 +206,26 @@ class StrictCoordinator:
             # every setting that decides how a key prints as text, as the triggers and the applier have them: under
             # the application's own DateStyle or bytea_output a key would not match and be taken for a delete
             pin_transaction(cur)
-            cur.execute(
-                "SELECT pg_advisory_xact_lock(%s), nextval('pg2neo.epoch')",
-                (APPLY_LOCK_KEY,),
-            )
-            epoch = int(cur.fetchone()[1])  # type: ignore[index]
-            cur.execute("SELECT tbl, op, key FROM pg2neo.changes WHERE txid = pg_current_xact_id() ORDER BY seq")
-            events = cur.fetchall()
-            if not events:
+            epoch = apply_lock_for_transaction(cur)
+            changes = changes_of_this_transaction(cur)
+            if not changes:
                 return None
-            by_table: dict[str, dict[tuple[str, ...], None]] = {}
-            for table, op, key in events:
-                if op == "T":
-                    raise StrictCommitFailed(
-                        f"strict transaction {gid} rolled back: TRUNCATE of {table} cannot run in a strict "
-                        "transaction (Neo4j empties a label in several transactions); run it as an ordinary write",
-                        gid,
-                        "postgresql",
-                    )
-                if self.mapping.entry(table) is not None:
-                    by_table.setdefault(table, {})[tuple(key)] = None
-            if not by_table:
+            truncated = next((c.table for c in changes if c.op == "T"), None)
+            if truncated is not None:
+                raise StrictCommitFailed(
+                    f"strict transaction {gid} rolled back: TRUNCATE of {truncated} cannot run in a strict "
+                    "transaction (Neo4j empties a label in several transactions); run it as an ordinary write",
+                    gid,
+                    "postgresql",
+                )
+            mapped = [c for c in changes if self.mapping.entry(c.table) is not None]
+            if not mapped:
                 return None
             reads: list[ReadRow] = []
-            for table, keys in by_table.items():
+            for table, keys in ChangeBatch(mapped, "strict").keys_by_table().items():
                 entry = self.mapping.entry(table)
                 assert entry is not None
-                reads += self.applier.fetch(cur, entry, list(keys))
+                reads += self.applier.fetch(cur, entry, keys)
             batch = self.applier.build(reads)
         if batch.failures:
             reasons = "; ".join(f"{f.table} {list(f.key)}: {f.reason}" for f in batch.failures[:5])

@@ -94,6 +94,12 @@ def empty_queue_if_installed(conn: psycopg.Connection[Any]) -> None:
         conn.execute("TRUNCATE pg2neo.changes")
 
 
+def changes_of_this_transaction(cur: psycopg.Cursor[Any]) -> list[Change]:
+    """The changes the current transaction queued itself, in order (strict mode, before it commits)."""
+    cur.execute("SELECT seq, tbl, op, key FROM pg2neo.changes WHERE txid = pg_current_xact_id() ORDER BY seq")
+    return [Change(int(r[0]), str(r[1]), str(r[2]), None if r[3] is None else tuple(r[3])) for r in cur.fetchall()]
+
+
 class OutboxSource:
     """The `pg2neo.changes` queue, read under the apply lock in the batch's REPEATABLE READ transaction."""
 
