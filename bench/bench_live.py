@@ -41,16 +41,15 @@ from bench.common import (
     median,
     percentile,
     pgbench_path,
+    pipeline,
     wipe_graph,
     write_result,
 )
-from pg2neo.apply.engine import Engine
 from pg2neo.demo.flow import mapping_path
 from pg2neo.demo.generate import generate, load_schema, row_counts
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.runtime import install
 from pg2neo.runtime.service import Stopper, run_snapshot
-from pg2neo.settings import ApplySettings
 from pg2neo.transport.queue import queue_totals
 
 DB = "bench_live"
@@ -454,9 +453,8 @@ def main(bench: Bench) -> dict[str, Any]:
         mapping = load_mapping(mapping_path(), conn)
         wipe_graph(driver)
         install.init(conn, driver, mapping)
-        engine = Engine(dsn, driver, mapping, ApplySettings())
-        run_snapshot(engine, Stopper(), lambda t, r: None)
-        engine.close()
+        with pipeline(dsn, driver, mapping) as synced:
+            run_snapshot(synced.engine(), Stopper(), lambda t, r: None)
         row = conn.execute("SELECT id::text FROM tenants ORDER BY id LIMIT 1").fetchone()
         assert row is not None
         tenant_id = str(row[0])

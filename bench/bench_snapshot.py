@@ -30,10 +30,9 @@ from typing import Any
 import psycopg
 from neo4j import Driver, ManagedTransaction
 
-from bench.common import Bench, chart_path, load, log, median, wipe_graph, write_result
+from bench.common import Bench, chart_path, load, log, median, pipeline, wipe_graph, write_result
 from pg2neo.apply.batch import BatchBuilder, GraphBatch
 from pg2neo.apply.cypher import epoch_sets, join_statements, node_statements, q
-from pg2neo.apply.engine import Engine
 from pg2neo.apply.reader import page_query
 from pg2neo.apply.writer import GraphWriter, epoch_rows
 from pg2neo.capture.session import prepare_connection
@@ -44,7 +43,6 @@ from pg2neo.mapping.resolve import load_mapping
 from pg2neo.reconcile.counts import graph_counts
 from pg2neo.runtime import install
 from pg2neo.runtime.service import Stopper, run_snapshot
-from pg2neo.settings import ApplySettings
 
 DB = "bench_snapshot"
 PAGE = 5000
@@ -259,14 +257,12 @@ def run_naive(dsn: str, mapping: Mapping, driver: Driver, counts: dict[str, int]
 
 
 def run_pg2neo(dsn: str, mapping: Mapping, driver: Driver) -> float:
-    engine = Engine(dsn, driver, mapping, ApplySettings())
-    try:
+    with pipeline(dsn, driver, mapping) as synced:
+        engine = synced.engine()
         engine.reset_snapshot()
         started = time.monotonic()
         run_snapshot(engine, Stopper(), lambda t, r: None)
         return time.monotonic() - started
-    finally:
-        engine.close()
 
 
 def main(bench: Bench) -> dict[str, Any]:

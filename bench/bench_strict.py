@@ -20,14 +20,13 @@ from typing import Any
 
 import psycopg
 
-from bench.common import Bench, drop_graph_schema, load, log, median, percentile, wipe_graph, write_result
-from pg2neo.apply.engine import Engine
-from pg2neo.coordinate import StrictCoordinator, recover
+from bench.common import Bench, drop_graph_schema, load, log, median, percentile, pipeline, wipe_graph, write_result
+from pg2neo.coordinate import recover
 from pg2neo.devstack.stack import LocalStack
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.runtime import install
 from pg2neo.runtime.service import Stopper, run_snapshot
-from pg2neo.settings import ApplySettings, DevSettings
+from pg2neo.settings import DevSettings
 
 DB = "bench_strict"
 STATE_DIR = Path("/tmp/pg2neo-bench-strict")
@@ -82,12 +81,11 @@ def measure(bench: Bench, commits: int) -> dict[str, Any]:
             path.write_text(MAPPING, encoding="utf-8")
             mapping = load_mapping(path, admin)
         install.init(admin, driver, mapping)
-        engine = Engine(dsn, driver, mapping, ApplySettings())
+        synced = pipeline(dsn, driver, mapping)
+        engine = synced.engine()
         run_snapshot(engine, Stopper(), lambda t, r: None)
         marks: dict[str, float] = {}
-        coordinator = StrictCoordinator(
-            driver, mapping, on_step=lambda step: marks.__setitem__(step, time.perf_counter())
-        )
+        coordinator = synced.strict(on_step=lambda step: marks.__setitem__(step, time.perf_counter()))
         phases: dict[str, list[float]] = {name: [] for name, _, _ in PHASES}
         rng = random.Random(7)
         strict_ms: list[float] = []
@@ -120,7 +118,7 @@ def measure(bench: Bench, commits: int) -> dict[str, Any]:
         report = recover(admin, driver)
         while engine.apply_next():
             pass
-        engine.close()
+        synced.close()
     bench.drop_db(DB)
     strict = {"median": median(strict_ms), "p99": percentile(strict_ms, 99), "max": max(strict_ms)}
     plain = {"median": median(plain_ms), "p99": percentile(plain_ms, 99), "max": max(plain_ms)}

@@ -22,8 +22,7 @@ from typing import Any
 
 import psycopg
 
-from bench.common import Bench, log, write_result
-from pg2neo.apply.engine import Engine
+from bench.common import Bench, log, pipeline, write_result
 from pg2neo.demo.flow import mapping_path
 from pg2neo.demo.generate import generate, load_schema
 from pg2neo.devstack.stack import LocalStack
@@ -32,7 +31,7 @@ from pg2neo.reconcile.verify import verify
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
 from pg2neo.runtime.service import Stopper, run_snapshot
-from pg2neo.settings import ApplySettings, DevSettings
+from pg2neo.settings import DevSettings
 
 STATE = Path("/tmp/pg2neo-bench-verify")
 DB = "bench_verify"
@@ -128,11 +127,11 @@ def main(quick: bool, scale: int | None = None) -> dict[str, Any]:
             log(f"generated {sum(rows.values()):,} rows in {generate_s:.0f}s")
             mapping = load_mapping(mapping_path(), conn)
             install.init(conn, driver, mapping)
-            engine = Engine(dsn, driver, mapping, ApplySettings())
-            started = time.monotonic()
-            snapshot_rows = run_snapshot(engine, Stopper(), lambda t, r: None)
-            snapshot_s = time.monotonic() - started
-            engine.close()
+            with pipeline(dsn, driver, mapping) as synced:
+                engine = synced.engine()
+                started = time.monotonic()
+                snapshot_rows = run_snapshot(engine, Stopper(), lambda t, r: None)
+                snapshot_s = time.monotonic() - started
             log(f"snapshot {snapshot_rows:,} rows in {snapshot_s:.0f}s")
         clean = run_verify(conns)
         log(f"verify clean: {clean}")

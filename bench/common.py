@@ -32,8 +32,10 @@ from psycopg import sql
 from pg2neo.demo.flow import mapping_path
 from pg2neo.devstack.neo4j import APOC_VERSION, NEO4J_VERSION
 from pg2neo.devstack.stack import LocalStack
+from pg2neo.mapping.plan import Mapping
+from pg2neo.pipeline import Pipeline
 from pg2neo.runtime.connections import Connections
-from pg2neo.settings import DevSettings
+from pg2neo.settings import ApplySettings, CheckSettings, DevSettings, Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STATE_DIR = Path("/tmp/pg2neo-bench")
@@ -140,6 +142,11 @@ def bench_stack(quick: bool) -> Iterator[Bench]:
         yield Bench(quick=quick, stack=stack)
     finally:
         stack.down()
+
+
+def pipeline(dsn: str, driver: Driver, mapping: Mapping) -> Pipeline:
+    """The pipeline a benchmark syncs through: the default apply and check settings, never the environment's."""
+    return Pipeline(Settings(apply=ApplySettings(), check=CheckSettings()), dsn, driver, mapping)
 
 
 def wipe_graph(driver: Driver) -> None:

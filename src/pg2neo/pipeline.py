@@ -19,6 +19,7 @@ from neo4j import Driver
 
 from pg2neo.apply.engine import Engine
 from pg2neo.coordinate import StrictCoordinator, StrictSettings
+from pg2neo.coordinate.strict import StepHook
 from pg2neo.mapping.plan import Mapping
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.runtime import install
@@ -77,10 +78,11 @@ class Pipeline:
         self._closing.callback(engine.close)
         return engine
 
-    def strict(self) -> StrictCoordinator:
-        """A strict-mode coordinator whose prepared transactions recovery settles after `check.prepared_timeout`."""
+    def strict(self, on_step: StepHook | None = None) -> StrictCoordinator:
+        """A strict-mode coordinator whose prepared transactions recovery settles after `check.prepared_timeout`;
+        `on_step` is called at each step of a commit (the bench times the phases with it)."""
         strict = StrictSettings(prepared_timeout=self.settings.check.prepared_timeout)
-        return StrictCoordinator(self.driver, self.mapping, strict, self.database)
+        return StrictCoordinator(self.driver, self.mapping, strict, self.database, on_step)
 
     def close(self) -> None:
         self._closing.close()

@@ -3,7 +3,8 @@
 Place in the data flow: beside `pg2neo status`, `dlq`, `conflicts` and `verify`, and acting through the very same
 functions (runtime.status, transport.dead_letters, transport.conflicts, reconcile.repair, reconcile.verify), so the
 console never holds a second copy of their SQL. Each request opens its own PostgreSQL connection; actions that
-apply changes (retry, resolve) drain the queue through an `Engine`, under the same apply lock as `pg2neo run`.
+apply changes (retry, resolve) drain the queue through the engine of a `Pipeline`, under the same apply lock as
+`pg2neo run`.
 
 Pages: status (/), dead letters (/dead-letters, /dead-letters/ID), conflicts (/conflicts, /conflicts/ID) and
 verify (/verify). Access rules are in `pg2neo.console.security`.
@@ -30,17 +31,17 @@ from markupsafe import Markup
 from neo4j import Driver
 from neo4j.exceptions import Neo4jError, ServiceUnavailable
 
-from pg2neo.apply.engine import Engine
 from pg2neo.console import charts, history, security
 from pg2neo.errors import Pg2NeoError
 from pg2neo.logs import event, get_logger, redact
 from pg2neo.mapping.hashing import canonical
 from pg2neo.mapping.plan import Mapping
+from pg2neo.pipeline import Pipeline
 from pg2neo.reconcile.repair import resolve_and_record
 from pg2neo.reconcile.sides import load_conflicts
 from pg2neo.reconcile.verify import KINDS, Drift, verify
 from pg2neo.runtime.status import status_report
-from pg2neo.settings import ApplySettings
+from pg2neo.settings import ApplySettings, Settings
 from pg2neo.transport import audit, conflicts, dead_letters
 
 log = get_logger("console")
@@ -73,15 +74,13 @@ class Backend:
 
     def drain(self, seconds: float = DRAIN_SECONDS) -> bool:
         """Apply queued changes for up to `seconds`; True when the queue was emptied (else `pg2neo run` goes on)."""
-        engine = Engine(self.pg_dsn, self.driver, self.mapping, self.apply, self.database)
-        deadline = time.monotonic() + seconds
-        try:
+        with Pipeline(Settings(apply=self.apply), self.pg_dsn, self.driver, self.mapping, self.database) as pipeline:
+            engine = pipeline.engine()
+            deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
                 if engine.apply_next() is None:
                     return True
             return False
-        finally:
-            engine.close()
 
 
 @dataclass

@@ -16,13 +16,13 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
-from pg2neo.apply.engine import Engine
 from pg2neo.demo.generate import generate, load_schema, row_counts
 from pg2neo.demo.workload import live_burst
 from pg2neo.devstack.stack import LocalStack
 from pg2neo.errors import Pg2NeoError
 from pg2neo.logs import redact
 from pg2neo.mapping.resolve import load_mapping
+from pg2neo.pipeline import Pipeline
 from pg2neo.reconcile.counts import expected_counts, graph_counts
 from pg2neo.runtime import install
 from pg2neo.runtime.connections import Connections
@@ -89,10 +89,10 @@ def run_demo(settings: Settings, console: Console, scale: int, live_operations: 
         install.init(conn, driver, mapping)
         console.print(f"[bold]3. pg2neo init[/]: triggers on {len(mapping.tables)} tables, Neo4j constraints")
 
-        engine = Engine(dsn, driver, mapping, settings.apply)
-        t0 = time.monotonic()
-        loaded = run_snapshot(engine, Stopper(), lambda table, result: None)
-        engine.close()
+        with Pipeline(settings, dsn, driver, mapping) as pipeline:
+            engine = pipeline.engine()
+            t0 = time.monotonic()
+            loaded = run_snapshot(engine, Stopper(), lambda table, result: None)
         elapsed = time.monotonic() - t0
         console.print(
             f"[bold]4. pg2neo snapshot[/]: {loaded:,} rows in {elapsed:.1f}s "
