@@ -6,6 +6,7 @@
      ├── MappingError         the mapping file, checked against the live catalog
      ├── CaptureError         capture objects in PostgreSQL (schema drift included)
      ├── EpochBehind          a write stamped with an epoch older than the graph's
+     ├── CheckpointFenced     another worker moved a source position this one was about to store
      ├── ReconcileError       verify and repair
      └── CoordinateError      strict mode (two-phase commit)
 
@@ -67,3 +68,16 @@ class EpochBehind(Pg2NeoError):
         super().__init__(f"epoch {epoch} is behind the graph's highest epoch {high}")
         self.epoch = epoch
         self.high = high
+
+
+class CheckpointFenced(Pg2NeoError):
+    """Another worker stored this source position first (a Kafka partition reassigned while this worker wrote):
+    nothing of this write is committed, and the worker re-reads its position before going on."""
+
+    def __init__(self, name: str, expected: int | None) -> None:
+        super().__init__(
+            f"the checkpoint {name!r} no longer holds {expected!r}: another worker applied these events; "
+            "this worker's write was rolled back"
+        )
+        self.name = name
+        self.expected = expected

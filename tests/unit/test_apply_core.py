@@ -14,6 +14,7 @@ from neo4j.exceptions import ClientError, ServiceUnavailable
 
 from pg2neo.apply.batch import GraphBatch
 from pg2neo.apply.core import UNSTORABLE, Applier, Epoch, ReadRow
+from pg2neo.apply.writer import Checkpoint
 from pg2neo.errors import EpochBehind
 from pg2neo.mapping.plan import Column, Mapping, NodeTable, SelectAs, ValueKind
 
@@ -49,8 +50,10 @@ class Writer:
         self.graph_high = graph_high
         self.written: list[tuple[list[int], list[int], int]] = []
         self.probes = 0
+        self.awaiting = None
+        self.checkpoints: list[tuple[list[int], Checkpoint]] = []
 
-    def write(self, batch: GraphBatch, epoch: int, checkpoint: tuple[str, int] | None = None) -> dict[str, int]:
+    def write(self, batch: GraphBatch, epoch: int, checkpoint: Checkpoint | None = None) -> dict[str, int]:
         if self.graph_high is not None and epoch < self.graph_high:
             raise EpochBehind(epoch, self.graph_high)
         writes = batch.nodes.get(ITEMS.table)
@@ -59,6 +62,8 @@ class Writer:
         if self.poisoned & set(ids):
             raise _refused()
         self.written.append((ids, deleted, epoch))
+        if checkpoint is not None:
+            self.checkpoints.append((ids, checkpoint))
         return {}
 
     def probe(self) -> None:
@@ -92,6 +97,19 @@ def test_a_refused_batch_is_bisected_until_the_bad_rows_are_alone() -> None:
     assert len(writer.written) < 16
 
 
+def test_a_checkpoint_goes_with_a_whole_batch_but_never_with_a_bisected_half() -> None:
+    writer = Writer(poisoned=set())
+    applied = _applier(writer).write(_reads(range(4)), Epoch(1), Checkpoint("source", 10))
+    assert applied.checkpointed and writer.checkpoints == [([0, 1, 2, 3], Checkpoint("source", 10))]
+
+    writer = Writer(poisoned={2})
+    applier = _applier(writer)
+    applied = applier.write(_reads(range(4)), Epoch(1), Checkpoint("source", 10))
+    assert not applied.checkpointed and writer.checkpoints == []  # the caller records the dead letter first
+    applier.checkpoint(Epoch(1), Checkpoint("source", 10))
+    assert writer.checkpoints == [([], Checkpoint("source", 10))]
+
+
 def test_a_lone_refused_row_stands_when_neo4j_is_down_too() -> None:
     writer = Writer(poisoned={0}, down=True)
     with pytest.raises(ClientError):
@@ -102,7 +120,7 @@ def test_a_lone_refused_row_stands_when_neo4j_is_down_too() -> None:
 
 def test_a_server_failure_is_not_bisected() -> None:
     class Away(Writer):
-        def write(self, batch: GraphBatch, epoch: int, checkpoint: tuple[str, int] | None = None) -> dict[str, int]:
+        def write(self, batch: GraphBatch, epoch: int, checkpoint: Checkpoint | None = None) -> dict[str, int]:
             raise ServiceUnavailable("Neo4j is away")
 
     writer = Away(poisoned=set())

@@ -29,6 +29,9 @@ class NodeWrites:
     deletes: list[list[Any]] = field(default_factory=list)
     # per foreign-key relationship (index into table.fk_rels): {"k": [key...], "t": [target key...] | None}
     links: list[list[dict[str, Any]]] = field(default_factory=list)
+    # With rows that carry their own versions (`add_rows(..., versions)`): each row dict has "v", and these are
+    # the deletes' versions, in the order of `deletes`.
+    delete_versions: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -36,6 +39,7 @@ class JoinWrites:
     table: JoinTable
     upserts: list[dict[str, Any]] = field(default_factory=list)  # {"key", "a", "b", "p"}
     deletes: list[str] = field(default_factory=list)
+    delete_versions: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -72,8 +76,11 @@ class GraphBatch:
         return not self.nodes and not self.joins
 
 
-def _key_converter(entry: NodeTable) -> Callable[[tuple[Any, ...]], list[Any]]:
-    fns = [converter(c) for c in entry.key_column_objs]
+def _key_converter(entry: NodeTable, names: tuple[str, ...] | None = None) -> Callable[[tuple[Any, ...]], list[Any]]:
+    """Converts the values that identify a target node: its key columns, or the columns `names` (what a foreign key
+    references, when the row carries those instead of the target's key)."""
+    by_name = {c.name: c for c in entry.columns}
+    fns = [converter(c) for c in entry.key_column_objs] if names is None else [converter(by_name[n]) for n in names]
 
     def convert(values: tuple[Any, ...]) -> list[Any]:
         return [fn(v) for fn, v in zip(fns, values, strict=True)]
@@ -82,27 +89,54 @@ def _key_converter(entry: NodeTable) -> Callable[[tuple[Any, ...]], list[Any]]:
 
 
 class BatchBuilder:
-    """Turns rows (as the reader selects them) into one `GraphBatch`; built once per mapping, reused per batch."""
+    """Turns rows (as the reader selects them) into one `GraphBatch`; built once per mapping, reused per batch.
 
-    def __init__(self, mapping: Mapping) -> None:
+    The reader joins a foreign key to its target and selects the target's node key; a row that arrives whole from
+    elsewhere (a Debezium event) carries only the referenced columns: `by_reference` converts those instead (with the
+    target's converters for them), and the writer then finds the target by those properties."""
+
+    def __init__(self, mapping: Mapping, by_reference: bool = False) -> None:
         self.mapping = mapping
         self._node_plans: dict[str, Any] = {}
+
+        def target(table: str, ref_columns: tuple[str, ...], needs_join: bool) -> tuple[Any, int]:
+            node = mapping.node(table)
+            if by_reference and needs_join:
+                return _key_converter(node, ref_columns), len(ref_columns)
+            return _key_converter(node), len(node.key_props)
+
         for node in mapping.nodes:
-            targets = [(_key_converter(mapping.node(r.target_table)), len(r.target_key_props)) for r in node.fk_rels]
+            targets = [target(r.target_table, r.ref_columns, r.needs_join) for r in node.fk_rels]
             self._node_plans[node.table] = (row_converter(node.columns), targets)
         for join in mapping.joins:
-            ends = [(_key_converter(mapping.node(e.table)), len(e.key_props)) for e in (join.start, join.end)]
+            ends = [target(e.table, e.ref_columns, e.needs_join) for e in (join.start, join.end)]
             self._node_plans[join.table] = (row_converter(join.columns), ends)
+
+    def key_values(self, entry: NodeTable, row: tuple[Any, ...]) -> list[Any] | None:
+        """The node key of a row (as the reader selects it), converted; None when it cannot be."""
+        by_name = {c.name: i for i, c in enumerate(entry.columns)}
+        try:
+            return [converter(c)(row[1 + by_name[c.name]]) for c in entry.key_column_objs]
+        except Exception:  # the row's own write will say why
+            return None
 
     def new_batch(self) -> GraphBatch:
         return GraphBatch()
 
-    def add_rows(self, batch: GraphBatch, entry: NodeTable | JoinTable, rows: Iterable[tuple[Any, ...]]) -> None:
+    def add_rows(
+        self,
+        batch: GraphBatch,
+        entry: NodeTable | JoinTable,
+        rows: Iterable[tuple[Any, ...]],
+        versions: Sequence[int] | None = None,
+    ) -> None:
         """Map rows to writes. A row that fails anywhere on the way (conversion, its links' keys, its hash) becomes
-        a `RowFailure` naming every bad column, whatever the exception: one row never stops its batch."""
+        a `RowFailure` naming every bad column, whatever the exception: one row never stops its batch. With
+        `versions` (one per row), every write of a row carries its version as "v"."""
         convert, targets = self._node_plans[entry.table]
         width = len(entry.columns)
-        for row in rows:
+        for index, row in enumerate(rows):
+            version = None if versions is None else versions[index]
             key = tuple(row[0])
             values = row[1 : 1 + width]
             try:
@@ -114,23 +148,33 @@ class BatchBuilder:
                     at += size
                     links.append(None if any(v is None for v in part) else key_convert(part))
                 if isinstance(entry, NodeTable):
-                    self._node_upsert(batch, entry, props, links)
+                    self._node_upsert(batch, entry, props, links, version)
                 else:
-                    self._join_upsert(batch, entry, key, props, links)
+                    self._join_upsert(batch, entry, key, props, links, version)
             except Exception as exc:  # isolated to this row, with its reason
                 batch.failures.append(RowFailure(entry.table, key, _reason(exc), row_payload(entry, values)))
 
     def _node_upsert(
-        self, batch: GraphBatch, entry: NodeTable, props: dict[str, Any], links: list[list[Any] | None]
+        self,
+        batch: GraphBatch,
+        entry: NodeTable,
+        props: dict[str, Any],
+        links: list[list[Any] | None],
+        version: int | None = None,
     ) -> None:
         node_key = [props[p] for p in entry.key_props]
         upsert = {"k": node_key, "p": {**props, HASH_PROP: props_hash_hex(props)}}
         writes = batch.nodes.get(entry.table)
         if writes is None:
             writes = batch.nodes[entry.table] = NodeWrites(entry, links=[[] for _ in entry.fk_rels])
-        writes.upserts.append(upsert)
+        if version is None:
+            writes.upserts.append(upsert)
+            for index, target in enumerate(links):
+                writes.links[index].append({"k": node_key, "t": target})
+            return
+        writes.upserts.append({**upsert, "v": version})
         for index, target in enumerate(links):
-            writes.links[index].append({"k": node_key, "t": target})
+            writes.links[index].append({"k": node_key, "t": target, "v": version})
 
     def _join_upsert(
         self,
@@ -139,6 +183,7 @@ class BatchBuilder:
         key: tuple[str, ...],
         props: dict[str, Any],
         links: list[list[Any] | None],
+        version: int | None = None,
     ) -> None:
         writes = batch.joins.get(entry.table)
         if writes is None:
@@ -148,26 +193,42 @@ class BatchBuilder:
         if start is None or end is None:
             # An endpoint column is NULL: the row draws no relationship (and any earlier one goes).
             writes.deletes.append(rk)
+            if version is not None:
+                writes.delete_versions.append(version)
             return
-        writes.upserts.append({"key": rk, "a": start, "b": end, "p": {p: props[p] for p in entry.props if p in props}})
+        upsert = {"key": rk, "a": start, "b": end, "p": {p: props[p] for p in entry.props if p in props}}
+        writes.upserts.append(upsert if version is None else {**upsert, "v": version})
 
-    def add_deletes(self, batch: GraphBatch, entry: NodeTable | JoinTable, keys: Iterable[tuple[str, ...]]) -> None:
-        """Queued keys whose rows are gone. Node keys arrive as text and are converted like the key columns."""
+    def add_deletes(
+        self,
+        batch: GraphBatch,
+        entry: NodeTable | JoinTable,
+        keys: Iterable[tuple[str, ...]],
+        versions: Sequence[int] | None = None,
+    ) -> None:
+        """Queued keys whose rows are gone. Node keys arrive as text and are converted like the key columns. With
+        `versions`, one per key, as in `add_rows`."""
         if isinstance(entry, JoinTable):
             writes = batch.joins.get(entry.table)
             if writes is None:
                 writes = batch.joins[entry.table] = JoinWrites(entry)
             writes.deletes.extend(rel_key(k) for k in keys)
+            if versions is not None:
+                writes.delete_versions.extend(versions)
             return
         node_writes = batch.nodes.get(entry.table)
         if node_writes is None:
             node_writes = batch.nodes[entry.table] = NodeWrites(entry, links=[[] for _ in entry.fk_rels])
         key_columns = entry.key_column_objs
-        for key in keys:
+        for index, key in enumerate(keys):
             try:
-                node_writes.deletes.append([key_from_text(c, t) for c, t in zip(key_columns, key, strict=True)])
+                converted = [key_from_text(c, t) for c, t in zip(key_columns, key, strict=True)]
             except Exception as exc:  # a key that cannot be converted is this key's dead letter
                 batch.failures.append(RowFailure(entry.table, key, _reason(exc), {}))
+                continue
+            node_writes.deletes.append(converted)
+            if versions is not None:
+                node_writes.delete_versions.append(versions[index])
 
 
 def _reason(exc: Exception) -> str:

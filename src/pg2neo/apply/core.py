@@ -27,7 +27,7 @@ import psycopg
 from pg2neo.apply.batch import BatchBuilder, GraphBatch, RowFailure, row_payload
 from pg2neo.apply.failures import about_the_data
 from pg2neo.apply.reader import by_keys_query
-from pg2neo.apply.writer import GraphWriter
+from pg2neo.apply.writer import Checkpoint, GraphWriter
 from pg2neo.errors import EpochBehind, SchemaDriftError
 from pg2neo.logs import event, get_logger
 from pg2neo.mapping.plan import JoinTable, Mapping, NodeTable
@@ -58,6 +58,7 @@ class ReadRow:
     entry: Entry
     key: Key
     row: tuple[Any, ...] | None
+    version: int | None = None  # the row's own version, for sources whose batches span source transactions
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,9 @@ class Applied:
     batch: GraphBatch
     dead: list[DeadLetter]
     refused: dict[str, int]
+    # Whether the caller's checkpoint went with the writes; after a bisection it did not, and the caller stores it
+    # (`Applier.checkpoint`) once it has recorded the dead letters, so a checkpoint never passes an unrecorded one.
+    checkpointed: bool = True
 
     def counts(self) -> dict[str, int]:
         """The batch's counts, with its dead letters and refused rows (logged: they should never occur)."""
@@ -172,18 +176,15 @@ class KeyReader:
     def build(self, reads: list[ReadRow]) -> GraphBatch:
         """The graph writes of some read keys (a whole batch, or one half of a refused one)."""
         batch = self.builder.new_batch()
-        grouped: dict[str, tuple[Entry, list[tuple[Any, ...]], list[Key]]] = {}
+        grouped: dict[str, tuple[Entry, list[ReadRow], list[ReadRow]]] = {}
         for read in reads:
             _, rows, gone = grouped.setdefault(read.entry.table, (read.entry, [], []))
-            if read.row is None:
-                gone.append(read.key)
-            else:
-                rows.append(read.row)
+            (gone if read.row is None else rows).append(read)
         for entry, rows, gone in grouped.values():
             if rows:
-                self.builder.add_rows(batch, entry, rows)
+                self.builder.add_rows(batch, entry, [r.row for r in rows if r.row is not None], _versions(rows))
             if gone:
-                self.builder.add_deletes(batch, entry, gone)
+                self.builder.add_deletes(batch, entry, [r.key for r in gone], _versions(gone))
         return batch
 
 
@@ -197,6 +198,8 @@ class Applier(KeyReader):
         self, mapping: Mapping, writer: GraphWriter, advance_epoch: Callable[[int], int] | None = None
     ) -> None:
         super().__init__(mapping)
+        if writer.awaiting is not None:  # rows that carry a foreign key's referenced values, not the target's key
+            self.builder = BatchBuilder(mapping, by_reference=True)
         self.writer = writer
         self._advance_epoch = advance_epoch
 
@@ -205,7 +208,7 @@ class Applier(KeyReader):
         self,
         reads: list[ReadRow],
         epoch: Epoch,
-        checkpoint: tuple[str, int] | None = None,
+        checkpoint: Checkpoint | None = None,
         built: GraphBatch | None = None,
     ) -> Applied:
         """Write the rows in one Neo4j transaction; if the write fails in a way the data may cause, bisect until the
@@ -217,17 +220,24 @@ class Applier(KeyReader):
             if not reads or not about_the_data(exc):
                 raise
             if len(reads) == 1:
-                return Applied(self.builder.new_batch(), [self._refused_row(reads[0], exc)], {})
+                return Applied(self.builder.new_batch(), [self._refused_row(reads[0], exc)], {}, checkpoint is None)
+            # The halves are written without the checkpoint: a checkpoint that is the source's only record of
+            # progress (the Kafka sink's) must never cover a half not yet written, nor a dead letter not yet recorded.
             mid = len(reads) // 2
-            first = self.write(reads[:mid], epoch, checkpoint)
-            second = self.write(reads[mid:], epoch, checkpoint)
+            first = self.write(reads[:mid], epoch)
+            second = self.write(reads[mid:], epoch)
             refused = dict(first.refused)
             for name, count in second.refused.items():
                 refused[name] = refused.get(name, 0) + count
-            return Applied(_merged(first.batch, second.batch), first.dead + second.dead, refused)
+            dead = first.dead + second.dead
+            return Applied(_merged(first.batch, second.batch), dead, refused, checkpoint is None)
         return Applied(batch, [DeadLetter(f, UNSTORABLE) for f in batch.failures], refused)
 
-    def _write(self, batch: GraphBatch, epoch: Epoch, checkpoint: tuple[str, int] | None) -> dict[str, int]:
+    def checkpoint(self, epoch: Epoch, checkpoint: Checkpoint) -> None:
+        """Store a checkpoint alone (after a bisected write, once the caller has recorded its dead letters)."""
+        self._write(self.builder.new_batch(), epoch, checkpoint)
+
+    def _write(self, batch: GraphBatch, epoch: Epoch, checkpoint: Checkpoint | None) -> dict[str, int]:
         """Write with the batch's epoch; when the graph has seen a newer epoch, move the sequence past it and write
         again with a new one (the caller holds the apply lock, so epochs keep the order of the reads)."""
         while True:
@@ -252,6 +262,13 @@ class Applier(KeyReader):
         return DeadLetter(failure, type(exc).__name__)
 
 
+def _versions(reads: list[ReadRow]) -> list[int] | None:
+    versions = [r.version for r in reads]
+    if all(v is None for v in versions):
+        return None
+    return [0 if v is None else v for v in versions]
+
+
 def _merged(first: GraphBatch, second: GraphBatch) -> GraphBatch:
     """The writes of two halves as one batch (for counts): lists concatenated per table."""
     for table, writes in second.nodes.items():
@@ -259,11 +276,13 @@ def _merged(first: GraphBatch, second: GraphBatch) -> GraphBatch:
         if into is not writes:
             into.upserts += writes.upserts
             into.deletes += writes.deletes
+            into.delete_versions += writes.delete_versions
     for table, joins in second.joins.items():
         target = first.joins.setdefault(table, joins)
         if target is not joins:
             target.upserts += joins.upserts
             target.deletes += joins.deletes
+            target.delete_versions += joins.delete_versions
     return first
 
 

@@ -39,8 +39,8 @@ def _key_map(props: tuple[str, ...], source: str) -> str:
     return "{" + ", ".join(f"{q(p)}: {source}[{i}]" for i, p in enumerate(props)) + "}"
 
 
-def _guard(var: str) -> str:
-    return f"({var}.{VERSION} IS NULL OR {var}.{VERSION} <= $epoch)"
+def _guard(var: str, version: str = "$epoch") -> str:
+    return f"({var}.{VERSION} IS NULL OR {var}.{VERSION} <= {version})"
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,9 @@ def epoch_sets(props: tuple[str, ...]) -> str:
     )
 
 
-def node_statements(table: NodeTable) -> NodeStatements:
+def node_statements(table: NodeTable, version: str = "$epoch") -> NodeStatements:
+    """The statements of one node table; `version` is what stamps and guards a row: the batch's `$epoch`, or each
+    row's own `r.v` (the Kafka sink, whose rows of one batch come from many source transactions)."""
     label = q(table.label)
     key = _key_map(table.key_props, "r.k")
     extra = "".join(f":{q(lbl)}" for lbl in table.labels[1:])
@@ -69,8 +71,8 @@ def node_statements(table: NodeTable) -> NodeStatements:
     upsert = (
         f"UNWIND $rows AS r\n"
         f"MERGE (n:{label} {key})\n"
-        f"WITH n, r WHERE {_guard('n')}\n"
-        f"SET n = r.p, n.{VERSION} = $epoch, n.{SYNCED_AT} = $synced_at{epoch_sets(table.epoch_props)}{set_extra}\n"
+        f"WITH n, r WHERE {_guard('n', version)}\n"
+        f"SET n = r.p, n.{VERSION} = {version}, n.{SYNCED_AT} = $synced_at{epoch_sets(table.epoch_props)}{set_extra}\n"
         f"RETURN count(*) AS applied"
     )
     delete = (
@@ -114,7 +116,8 @@ class JoinStatements:
     index: str
 
 
-def join_statements(table: JoinTable) -> JoinStatements:
+def join_statements(table: JoinTable, version: str = "$epoch") -> JoinStatements:
+    """The statements of one join table (`version`: see `node_statements`)."""
     rtype = q(table.type)
     start, end = table.start, table.end
     same_ends = " AND ".join(
@@ -125,7 +128,7 @@ def join_statements(table: JoinTable) -> JoinStatements:
         f"UNWIND $rows AS r\n"
         f"MATCH ()-[old:{rtype} {{{REL_KEY}: r.key}}]->()\n"
         f"WHERE r.a IS NULL OR NOT ({same_ends})\n"
-        f"WITH old, {_guard('old')} AS ok\n"
+        f"WITH old, {_guard('old', version)} AS ok\n"
         f"CALL (old, ok) {{ WITH old WHERE ok DELETE old }}\n"
         f"RETURN count(CASE WHEN NOT ok THEN old END) AS refused"
     )
@@ -170,6 +173,16 @@ HIGHEST_VERSION: LiteralString = (
 
 CHECKPOINT: LiteralString = (
     f"MERGE (c:{CHECKPOINT_LABEL} {{name: $name}}) SET c.last_seq = $last_seq, c.epoch = $epoch, c.at = $synced_at"
+)
+# A source position stored only if it still holds what the writer read (`$expected`, null for none yet): the write
+# lock taken first makes two workers of one partition (a rebalance under way) take turns, and the second's
+# transaction stores nothing (`stored` = 0) and is rolled back.
+CHECKPOINT_FENCED: LiteralString = (
+    f"MERGE (c:{CHECKPOINT_LABEL} {{name: $name}})\n"
+    f"SET c.fence = coalesce(c.fence, 0) + 1\n"
+    f"WITH c WHERE (c.last_seq IS NULL AND $expected IS NULL) OR c.last_seq = $expected\n"
+    f"SET c.last_seq = $last_seq, c.epoch = $epoch, c.at = $synced_at, c.source_ms = $source_ms\n"
+    f"RETURN count(c) AS stored"
 )
 # Whether the epoch node exists yet, and seeding it (with the highest version stamped so far) when it does not.
 EPOCH_MISSING: LiteralString = f"MATCH (h:{EPOCH_LABEL} {{name: 'epoch'}}) RETURN count(h) = 0 AS missing"
@@ -305,3 +318,274 @@ def delete_label_hint(label: str) -> str:
 def delete_type_hint(rtype: str) -> str:
     """What a person runs to delete a type's relationships by hand (shown, never run by pg2neo)."""
     return f"MATCH ()-[r:{q(rtype)}]->() CALL (r) {{ DELETE r }} IN TRANSACTIONS"
+
+
+# -- awaiting endpoints (the Kafka sink) -----------------------------------------------------------------------------
+#
+# Events of different tables arrive in any order across partitions, so a relationship may be written before its end
+# node exists, or after the end node's delete. The sink never creates an endpoint from a relationship (no "stub"
+# that a later delete would leave behind, resurrected): a relationship whose end is missing is kept as a
+# `_Pg2neoPending` node, found by the end's token (label, identifying properties and values, see
+# `apply/endpoints.py`) and turned into the relationship when that node is upserted. Relationships carry the epoch
+# that wrote them, and a node delete leaves a node that a newer relationship points at (the row came back later in
+# PostgreSQL, and its upsert is still on its way).
+
+PENDING_LABEL: Final = "_Pg2neoPending"
+TRUNCATED_LABEL: Final = "_Pg2neoTruncated"  # {name: a label or type, epoch}: rows up to it were truncated
+WAIT: Final = "_pg2neo_wait"  # the token of the end this pending relationship waits for
+OWNER: Final = "_pg2neo_owner"  # a foreign-key relationship's owner node's token
+DEF: Final = "_pg2neo_def"  # which relationship definition of the mapping it is
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """How a relationship finds its end node: a label and the properties that identify it (the node key, or the
+    properties of the columns a foreign key references when they are not the key)."""
+
+    label: str
+    props: tuple[str, ...]
+
+
+def _slots(prefix: str, size: int, source: str) -> str:
+    return ", ".join(f"{INTERNAL_PREFIX}{prefix}{i}: {source}[{i}]" for i in range(size))
+
+
+def _slot_map(props: tuple[str, ...], prefix: str) -> str:
+    return "{" + ", ".join(f"{q(p)}: p.{INTERNAL_PREFIX}{prefix}{i}" for i, p in enumerate(props)) + "}"
+
+
+PENDING_INDEXES: tuple[LiteralString, ...] = (
+    f"CREATE INDEX `pg2neo_pending_wait` IF NOT EXISTS FOR (p:{PENDING_LABEL}) ON (p.{WAIT})",
+    f"CREATE INDEX `pg2neo_pending_owner` IF NOT EXISTS FOR (p:{PENDING_LABEL}) ON (p.{OWNER})",
+    f"CREATE INDEX `pg2neo_pending_key` IF NOT EXISTS FOR (p:{PENDING_LABEL}) ON (p.{REL_KEY})",
+)
+PENDING_COUNT: LiteralString = f"MATCH (p:{PENDING_LABEL}) RETURN count(p) AS c"
+# The Kafka sink's stored positions of one consumer group (`$prefix` = "kafka:<group>:").
+SINK_CHECKPOINTS: LiteralString = (
+    f"MATCH (c:{CHECKPOINT_LABEL}) WHERE c.name STARTS WITH $prefix "
+    f"RETURN c.name AS name, c.last_seq AS next, c.at AS at, c.source_ms AS source_ms"
+)
+
+
+def lookup_index(lookup: Lookup) -> str:
+    """An index on the properties a foreign key finds its target by, when they are not the (constrained) key."""
+    name = q("pg2neo_" + lookup.label + "_" + "_".join(lookup.props))
+    props = ", ".join(f"n.{q(p)}" for p in lookup.props)
+    return f"CREATE INDEX {name} IF NOT EXISTS FOR (n:{q(lookup.label)}) ON ({props})"
+
+
+@dataclass(frozen=True)
+class AwaitingLink:
+    """The statements of one foreign-key relationship when endpoints may arrive later."""
+
+    write: str
+    resolve: str
+    wait: str  # make pending relationships of given rows ({o, w, v, k, t})
+    incoming: str  # the relationships into target nodes about to be deleted: to wait for the row's return
+
+
+def awaiting_link_statements(table: NodeTable, rel: ForeignKeyRel, target: Lookup) -> AwaitingLink:
+    label, tlabel, rtype = q(table.label), q(target.label), q(rel.type)
+    out = rel.direction == "out"
+    pattern_old = f"(n)-[old:{rtype}]->(x)" if out else f"(n)<-[old:{rtype}]-(x)"
+    pattern_new = f"(n)-[rel:{rtype}]->(x)" if out else f"(n)<-[rel:{rtype}]-(x)"
+    same_target = " AND ".join(f"x.{q(p)} = r.t[{i}]" for i, p in enumerate(target.props))
+    write = (
+        f"UNWIND $rows AS r\n"
+        f"MATCH (n:{label} {_key_map(table.key_props, 'r.k')})\n"
+        f"WHERE {_guard('n', 'r.v')}\n"
+        f"CALL (n, r) {{\n"
+        f"  MATCH {pattern_old}\n"
+        f"  WHERE r.t IS NULL OR NOT (x:{tlabel} AND {same_target})\n"
+        f"  DELETE old }}\n"
+        f"CALL (r) {{\n"
+        f"  MATCH (p:{PENDING_LABEL} {{{OWNER}: r.o}}) WHERE p.{DEF} = $def\n"
+        f"  DELETE p }}\n"
+        f"WITH n, r WHERE r.t IS NOT NULL\n"
+        f"OPTIONAL MATCH (x:{tlabel} {_key_map(target.props, 'r.t')})\n"
+        f"CALL (n, r, x) {{\n"
+        f"  WITH n, r, x WHERE x IS NOT NULL\n"
+        f"  MERGE {pattern_new}\n"
+        f"  SET rel.{VERSION} = r.v }}\n"
+        f"CALL (n, r, x) {{\n"
+        f"  WITH n, r, x WHERE x IS NULL\n"
+        f"  CREATE (:{PENDING_LABEL} {{{DEF}: $def, {OWNER}: r.o, {WAIT}: r.w, {VERSION}: r.v, "
+        f"{_slots('a', len(table.key_props), 'r.k')}, {_slots('b', len(target.props), 'r.t')}}}) }}"
+    )
+    resolve = (
+        f"UNWIND $tokens AS token\n"
+        f"MATCH (p:{PENDING_LABEL} {{{WAIT}: token}}) WHERE p.{DEF} = $def\n"
+        f"MATCH (n:{label} {_slot_map(table.key_props, 'a')})\n"
+        f"MATCH (x:{tlabel} {_slot_map(target.props, 'b')})\n"
+        f"MERGE {pattern_new}\n"
+        f"SET rel.{VERSION} = p.{VERSION}\n"
+        f"DELETE p"
+    )
+    wait = (
+        f"UNWIND $rows AS r\n"
+        f"CREATE (:{PENDING_LABEL} {{{DEF}: $def, {OWNER}: r.o, {WAIT}: r.w, {VERSION}: r.v, "
+        f"{_slots('a', len(table.key_props), 'r.k')}, {_slots('b', len(target.props), 'r.t')}}})"
+    )
+    incoming = (
+        f"UNWIND $rows AS r\n"
+        f"MATCH (x:{tlabel} {_key_map(rel.target_key_props, 'r.k')})\n"
+        f"WHERE {_deleting('x')}\n"
+        f"MATCH {pattern_old.replace('(n)', f'(n:{label})')}\n"
+        f"RETURN old.{VERSION} AS v, {key_list('n', table.key_props)} AS a, {key_list('x', target.props)} AS b"
+    )
+    return AwaitingLink(write, resolve, wait, incoming)
+
+
+def _deleting(var: str) -> str:
+    """A node the awaiting delete of row `r` will delete (see `awaiting_node_delete`)."""
+    return f"{_guard(var, 'r.v')} AND NOT EXISTS {{ ({var})-[y]-() WHERE y.{VERSION} > r.v }}"
+
+
+@dataclass(frozen=True)
+class AwaitingJoin:
+    """The statements of one join table's relationships when endpoints may arrive later."""
+
+    forget: str  # drop the pending relationship of a row that changes or goes
+    upsert: str
+    resolve: str
+    wait: str  # make pending relationships of given rows ({key, v, w, aw, bw, a, b, p})
+    incoming_start: str  # relationships out of start nodes about to be deleted (rows {k, v}: the start's key)
+    incoming_end: str  # relationships into end nodes about to be deleted
+
+
+def awaiting_join_statements(table: JoinTable, start: Lookup, end: Lookup) -> AwaitingJoin:
+    rtype = q(table.type)
+    forget = (
+        f"UNWIND $rows AS r\n"
+        f"MATCH (p:{PENDING_LABEL} {{{REL_KEY}: r.key}}) WHERE p.{DEF} = $def AND p.{VERSION} <= r.v\n"
+        f"DELETE p"
+    )
+    props = ", ".join(f".{q(p)}" for p in table.props)
+    projection = f"p {{{props}}}" if props else "{}"
+    upsert = (
+        f"{_after_cut(table.type)}"
+        f"UNWIND $rows AS r\n"
+        f"WITH r WHERE r.v > cut\n"
+        f"OPTIONAL MATCH (a:{q(start.label)} {_key_map(start.props, 'r.a')})\n"
+        f"OPTIONAL MATCH (b:{q(end.label)} {_key_map(end.props, 'r.b')})\n"
+        f"CALL (a, b, r) {{\n"
+        f"  WITH a, b, r WHERE a IS NOT NULL AND b IS NOT NULL\n"
+        f"  MERGE (a)-[rel:{rtype} {{{REL_KEY}: r.key}}]->(b)\n"
+        f"  WITH rel, r WHERE {_guard('rel', 'r.v')}\n"
+        f"  SET rel = r.p, rel.{REL_KEY} = r.key, rel.{VERSION} = r.v, rel.{SYNCED_AT} = $synced_at\n"
+        f"  RETURN count(*) AS written }}\n"
+        f"CALL (a, b, r) {{\n"
+        f"  WITH a, b, r WHERE a IS NULL OR b IS NULL\n"
+        f"  CREATE (p:{PENDING_LABEL} {{{DEF}: $def, {REL_KEY}: r.key, {VERSION}: r.v, "
+        f"{WAIT}: CASE WHEN a IS NULL THEN r.aw ELSE r.bw END, {INTERNAL_PREFIX}aw: r.aw, {INTERNAL_PREFIX}bw: r.bw, "
+        f"{_slots('a', len(start.props), 'r.a')}, {_slots('b', len(end.props), 'r.b')}}})\n"
+        f"  SET p += r.p\n"
+        f"  RETURN count(*) AS waiting }}\n"
+        f"RETURN sum(written) + sum(waiting) AS applied"
+    )
+    resolve = (
+        f"UNWIND $tokens AS token\n"
+        f"MATCH (p:{PENDING_LABEL} {{{WAIT}: token}}) WHERE p.{DEF} = $def\n"
+        f"OPTIONAL MATCH (a:{q(start.label)} {_slot_map(start.props, 'a')})\n"
+        f"OPTIONAL MATCH (b:{q(end.label)} {_slot_map(end.props, 'b')})\n"
+        f"CALL (p, a, b) {{\n"
+        f"  WITH p, a, b WHERE a IS NOT NULL AND b IS NOT NULL\n"
+        f"  MERGE (a)-[rel:{rtype} {{{REL_KEY}: p.{REL_KEY}}}]->(b)\n"
+        f"  SET rel = {projection}, rel.{REL_KEY} = p.{REL_KEY}, rel.{VERSION} = p.{VERSION}, "
+        f"rel.{SYNCED_AT} = $synced_at\n"
+        f"  DELETE p }}\n"
+        f"CALL (p, a, b) {{\n"
+        f"  WITH p, a, b WHERE a IS NULL OR b IS NULL\n"
+        f"  SET p.{WAIT} = CASE WHEN a IS NULL THEN p.{INTERNAL_PREFIX}aw ELSE p.{INTERNAL_PREFIX}bw END }}"
+    )
+    wait = (
+        f"UNWIND $rows AS r\n"
+        f"CREATE (p:{PENDING_LABEL} {{{DEF}: $def, {REL_KEY}: r.key, {VERSION}: r.v, {WAIT}: r.w, "
+        f"{INTERNAL_PREFIX}aw: r.aw, {INTERNAL_PREFIX}bw: r.bw, "
+        f"{_slots('a', len(start.props), 'r.a')}, {_slots('b', len(end.props), 'r.b')}}})\n"
+        f"SET p += r.p"
+    )
+
+    rel_props = f"rel {{{props}}}" if props else "{}"
+
+    def incoming(side: str, key_props: tuple[str, ...]) -> str:
+        a = f"(a:{q(start.label)})" if side == "end" else f"(a:{q(start.label)} {_key_map(key_props, 'r.k')})"
+        b = f"(b:{q(end.label)})" if side == "start" else f"(b:{q(end.label)} {_key_map(key_props, 'r.k')})"
+        x = "a" if side == "start" else "b"
+        return (
+            f"UNWIND $rows AS r\n"
+            f"MATCH {a}-[rel:{rtype}]->{b}\n"
+            f"WHERE {_deleting(x)}\n"
+            f"RETURN rel.{REL_KEY} AS key, rel.{VERSION} AS v, {key_list('a', start.props)} AS a, "
+            f"{key_list('b', end.props)} AS b, {rel_props} AS p"
+        )
+
+    return AwaitingJoin(
+        forget, upsert, resolve, wait, incoming("start", table.start.key_props), incoming("end", table.end.key_props)
+    )
+
+
+def _after_cut(name: str) -> str:
+    """The prefix that drops rows at or below the label's or type's last TRUNCATE (`$cut` names it): an event from
+    before a TRUNCATE in another partition may arrive after it."""
+    return f"OPTIONAL MATCH (cut:{TRUNCATED_LABEL} {{name: $cut}})\nWITH coalesce(cut.epoch, -1) AS cut\n"
+
+
+def awaiting_node_upsert(table: NodeTable) -> str:
+    label = q(table.label)
+    extra = "".join(f":{q(lbl)}" for lbl in table.labels[1:])
+    set_extra = f"\nSET n{extra}" if extra else ""
+    return (
+        f"{_after_cut(table.label)}"
+        f"UNWIND $rows AS r\n"
+        f"WITH r WHERE r.v > cut\n"
+        f"MERGE (n:{label} {_key_map(table.key_props, 'r.k')})\n"
+        f"WITH n, r WHERE {_guard('n', 'r.v')}\n"
+        f"SET n = r.p, n.{VERSION} = r.v, n.{SYNCED_AT} = $synced_at{epoch_sets(table.epoch_props)}{set_extra}\n"
+        f"RETURN count(*) AS applied"
+    )
+
+
+TRUNCATE_MARK: LiteralString = (
+    f"MERGE (t:{TRUNCATED_LABEL} {{name: $cut}})\n"
+    f"SET t.epoch = CASE WHEN t.epoch IS NULL OR t.epoch < $epoch THEN $epoch ELSE t.epoch END"
+)
+TRUNCATED_CONSTRAINT: LiteralString = (
+    f"CREATE CONSTRAINT `pg2neo_truncated_name` IF NOT EXISTS FOR (t:{TRUNCATED_LABEL}) REQUIRE t.name IS UNIQUE"
+)
+
+
+def awaiting_truncate(entry: NodeTable | JoinTable) -> str:
+    """Delete what a TRUNCATE removed: the rows written up to it (later ones, from other partitions, stay)."""
+    if isinstance(entry, NodeTable):
+        return (
+            f"MATCH (n:{q(entry.label)}) WHERE n.{VERSION} <= $epoch\n"
+            f"CALL (n) {{ DETACH DELETE n }} IN TRANSACTIONS OF 10000 ROWS"
+        )
+    return (
+        f"MATCH ()-[r:{q(entry.type)}]->() WHERE r.{VERSION} <= $epoch\n"
+        f"CALL (r) {{ DELETE r }} IN TRANSACTIONS OF 10000 ROWS"
+    )
+
+
+# The pending relationships of the definitions starting with `$prefix`, up to a TRUNCATE.
+TRUNCATE_PENDING: LiteralString = (
+    f"MATCH (p:{PENDING_LABEL}) WHERE p.{DEF} STARTS WITH $prefix AND p.{VERSION} <= $epoch\n"
+    f"CALL (p) {{ DELETE p }} IN TRANSACTIONS OF 10000 ROWS"
+)
+
+
+def awaiting_node_delete(table: NodeTable) -> str:
+    """Delete nodes under the version guard, except one that a newer relationship points at (its row came back)."""
+    label = q(table.label)
+    return (
+        f"UNWIND $rows AS r\nMATCH (n:{label} {_key_map(table.key_props, 'r.k')})\n"
+        f"WITH r, n, {_guard('n', 'r.v')} AS ok, EXISTS {{ (n)-[x]-() WHERE x.{VERSION} > r.v }} AS newer\n"
+        f"CALL (n, ok, newer) {{ WITH n WHERE ok AND NOT newer DETACH DELETE n }}\n"
+        f"RETURN count(CASE WHEN NOT ok THEN r END) AS refused"
+    )
+
+
+FORGET_OWNED: LiteralString = (
+    f"UNWIND $rows AS r\nMATCH (p:{PENDING_LABEL} {{{OWNER}: r.o}}) WHERE p.{VERSION} <= r.v\nDELETE p"
+)

@@ -30,7 +30,7 @@ from pg2neo.apply.batch import GraphBatch, RowFailure
 from pg2neo.apply.core import READ_SLICE, Applied, Applier, DeadLetter, Epoch, ReadRow
 from pg2neo.apply.failures import about_the_data
 from pg2neo.apply.reader import page_keys_query, page_query
-from pg2neo.apply.writer import GraphWriter
+from pg2neo.apply.writer import Checkpoint, GraphWriter
 from pg2neo.capture.session import prepare_connection
 from pg2neo.logs import event, get_logger
 from pg2neo.mapping.plan import JoinTable, Mapping, NodeTable
@@ -144,7 +144,10 @@ class Engine:
                 payload_bytes += read.size
                 taken.update((table, k) for k in part)
         changes = [c for c in claimed.changes if (c.table, c.key) in taken]
-        applied = self.applier.write(reads, epoch, (self.source.name, changes[-1].seq))
+        checkpoint = Checkpoint(self.source.name, changes[-1].seq)
+        applied = self.applier.write(reads, epoch, checkpoint)
+        if not applied.checkpointed:  # after a bisection (the queue, not this checkpoint, is the record of progress)
+            self.applier.checkpoint(epoch, checkpoint)
         dead = applied.dead + not_read
         self.after_neo4j_commit()
         self._dead_letter(conn, dead, changes)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from neo4j import Driver, ManagedTransaction, Transaction
 
@@ -17,6 +17,7 @@ from pg2neo.apply.batch import GraphBatch
 from pg2neo.apply.cypher import (
     AWAIT_INDEXES,
     CHECKPOINT,
+    CHECKPOINT_FENCED,
     EPOCH_CLAIM,
     EPOCH_CONSTRAINT,
     EPOCH_MISSING,
@@ -29,26 +30,59 @@ from pg2neo.apply.cypher import (
     join_statements,
     node_statements,
 )
-from pg2neo.errors import EpochBehind
+from pg2neo.apply.endpoints import Awaiting
+from pg2neo.errors import CheckpointFenced, EpochBehind
 from pg2neo.mapping.plan import Mapping
 
 T = TypeVar("T")
 
 
+class Checkpoint(NamedTuple):
+    """A source's position, stored in the write transaction. `fenced`: stored only if the graph still holds
+    `expected` (checked first thing, under the checkpoint's write lock), else `CheckpointFenced` and nothing is
+    written: two workers given one Kafka partition during a rebalance never both apply it."""
+
+    name: str
+    position: int
+    fenced: bool = False
+    expected: int | None = None
+    source_ms: int | None = None  # when the last change it covers was committed at the source (for lag)
+
+
 class GraphWriter:
-    def __init__(self, driver: Driver, mapping: Mapping, database: str = "neo4j") -> None:
+    """Writes batches to one Neo4j database.
+
+    `awaiting=True` is for sources whose tables arrive independently (the Kafka sink): a relationship never creates
+    its end node; one whose end is missing waits for it (`apply/endpoints.py`). `claim_epoch=False` leaves the graph's
+    epoch mark alone (the sink's partitions interleave their epochs, each key's order is its partition's and the
+    version guards do the rest; one mark claimed by every write would make the workers take turns): the sink
+    raises it now and then with `raise_epoch_mark`."""
+
+    def __init__(
+        self,
+        driver: Driver,
+        mapping: Mapping,
+        database: str = "neo4j",
+        *,
+        awaiting: bool = False,
+        claim_epoch: bool = True,
+    ) -> None:
         self.driver = driver
         self.mapping = mapping
         self.database = database
+        self.claim_epoch = claim_epoch
         self.node_cypher: dict[str, NodeStatements] = {n.table: node_statements(n) for n in mapping.nodes}
         self.join_cypher: dict[str, JoinStatements] = {j.table: join_statements(j) for j in mapping.joins}
+        self.awaiting = Awaiting(mapping) if awaiting else None
 
     def schema_statements(self) -> list[str]:
         """Uniqueness constraints on every node key (and the epoch node), indexes on join relationships' keys."""
+        awaiting = [] if self.awaiting is None else self.awaiting.schema_statements(self.mapping)
         return (
             [constraint_statement(n) for n in self.mapping.nodes]
             + [s.index for s in self.join_cypher.values()]
             + [EPOCH_CONSTRAINT]
+            + awaiting
         )
 
     def ensure_schema(self) -> None:
@@ -64,7 +98,7 @@ class GraphWriter:
                 if high is not None:
                     session.run(EPOCH_SEED, high=high).consume()
 
-    def write(self, batch: GraphBatch, epoch: int, checkpoint: tuple[str, int] | None = None) -> dict[str, int]:
+    def write(self, batch: GraphBatch, epoch: int, checkpoint: Checkpoint | None = None) -> dict[str, int]:
         """Write one batch in one transaction; returns the rows the version guards refused, per label or type.
 
         Raises `EpochBehind` (nothing written) when the graph has seen a newer epoch than `epoch`."""
@@ -78,15 +112,39 @@ class GraphWriter:
         batch: GraphBatch,
         epoch: int,
         synced_at: dt.datetime,
-        checkpoint: tuple[str, int] | None,
+        checkpoint: Checkpoint | None,
     ) -> dict[str, int]:
         """Write one batch inside `tx` (a managed transaction, or strict mode's explicit one, which it commits)."""
-        claim = tx.run(EPOCH_CLAIM, epoch=epoch).single()
-        high = None if claim is None else claim["high"]
-        if high is not None and high > epoch:
-            raise EpochBehind(epoch, int(high))
         common: dict[str, Any] = {"epoch": epoch, "synced_at": synced_at}
+        if checkpoint is not None and checkpoint.fenced:
+            record = tx.run(
+                CHECKPOINT_FENCED,
+                name=checkpoint.name,
+                last_seq=checkpoint.position,
+                expected=checkpoint.expected,
+                source_ms=checkpoint.source_ms,
+                **common,
+            ).single()
+            if record is None or not record["stored"]:
+                raise CheckpointFenced(checkpoint.name, checkpoint.expected)
+        if self.claim_epoch:
+            claim = tx.run(EPOCH_CLAIM, epoch=epoch).single()
+            high = None if claim is None else claim["high"]
+            if high is not None and high > epoch:
+                raise EpochBehind(epoch, int(high))
         refused: dict[str, int] = {}
+        if self.awaiting is not None:
+            self._write_awaiting(tx, batch, common, refused)
+        else:
+            self._write_nodes(tx, batch, common, refused)
+            self._write_joins(tx, batch, common, refused)
+        if checkpoint is not None and not checkpoint.fenced:
+            tx.run(CHECKPOINT, name=checkpoint.name, last_seq=checkpoint.position, **common).consume()
+        return refused
+
+    def _write_nodes(
+        self, tx: ManagedTransaction | Transaction, batch: GraphBatch, common: dict[str, Any], refused: dict[str, int]
+    ) -> None:
         for table, writes in batch.nodes.items():
             for keys in chunks(writes.deletes):
                 record = tx.run(self.node_cypher[table].delete, keys=keys, **common).single()
@@ -100,6 +158,10 @@ class GraphWriter:
             for statement, links in zip(self.node_cypher[table].links, writes.links, strict=True):
                 for link_rows in chunks(links):
                     tx.run(statement, rows=link_rows, **common).consume()
+
+    def _write_joins(
+        self, tx: ManagedTransaction | Transaction, batch: GraphBatch, common: dict[str, Any], refused: dict[str, int]
+    ) -> None:
         for table, joins in batch.joins.items():
             clear = [{"key": k, "a": None, "b": None} for k in joins.deletes]
             clear += [{"key": u["key"], "a": u["a"], "b": u["b"]} for u in joins.upserts]
@@ -109,16 +171,94 @@ class GraphWriter:
             for join_rows in chunks(joins.upserts):
                 record = tx.run(self.join_cypher[table].upsert, rows=join_rows, **common).single()
                 _count(refused, joins.table.type, len(join_rows) - (0 if record is None else int(record["applied"])))
-        if checkpoint is not None:
-            name, last_seq = checkpoint
-            tx.run(CHECKPOINT, name=name, last_seq=last_seq, **common).consume()
-        return refused
+
+    def _write_awaiting(
+        self, tx: ManagedTransaction | Transaction, batch: GraphBatch, common: dict[str, Any], refused: dict[str, int]
+    ) -> None:
+        """Rows with their own versions, endpoints that may be missing: nodes first (deletes, upserts, then the
+        relationships that waited for the upserted nodes), then each node's foreign-key relationships and the join
+        tables' relationships, waiting where an end is missing."""
+        awaiting = self.awaiting
+        assert awaiting is not None
+        for table, writes in batch.nodes.items():
+            node = writes.table
+            deletes: list[dict[str, Any]] = [
+                {"k": k, "v": v} for k, v in zip(writes.deletes, writes.delete_versions, strict=True)
+            ]
+            for rows in chunks(deletes):
+                # Relationships into the nodes about to go wait for them to come back (a key change: the new node
+                # may be in this batch, in a later one, or already here).
+                waits: dict[str, list[str]] = {}
+                for incoming in awaiting.incoming.get(node.label, []):
+                    records = tx.run(incoming.statement, rows=rows).data()
+                    if records:
+                        pending, tokens = awaiting.waiting_rows(incoming, records)
+                        params = {"rows": pending, "def": incoming.definition}
+                        tx.run(awaiting.wait_statement(incoming), params).consume()
+                        waits.setdefault(incoming.definition, []).extend(tokens)
+                record = tx.run(awaiting.deletes[table], rows=rows, **common).single()
+                _count(refused, node.label, 0 if record is None else int(record["refused"]))
+                if table in awaiting.owners:
+                    owners = [{"o": awaiting.owner_token(node, r["k"]), "v": r["v"]} for r in rows]
+                    tx.run(awaiting.forget_owned, rows=owners, **common).consume()
+                for definition, tokens in waits.items():
+                    params = {"tokens": tokens, "def": definition, **common}
+                    tx.run(awaiting.resolve_statement[definition], params).consume()
+        for table, writes in batch.nodes.items():
+            node = writes.table
+            for upserts in chunks(writes.upserts):
+                rows = epoch_rows(upserts, node.epoch_props)
+                record = tx.run(awaiting.upserts[table], rows=rows, cut=node.label, **common).single()
+                _count(refused, node.label, len(rows) - (0 if record is None else int(record["applied"])))
+                by_definition = awaiting.upsert_tokens(node, upserts)
+                for resolver in awaiting.resolvers.get(node.label, []):
+                    found = by_definition.get(resolver.definition)
+                    if found:
+                        tx.run(resolver.statement, {"tokens": found, "def": resolver.definition, **common}).consume()
+        for table, writes in batch.nodes.items():
+            for plan, links in zip(awaiting.links[table], writes.links, strict=True):
+                for link_rows in chunks(links):
+                    rows = awaiting.link_rows(writes.table, plan, link_rows)
+                    tx.run(plan.statements.write, {"rows": rows, "def": plan.definition, **common}).consume()
+        for table, joins in batch.joins.items():
+            jplan = awaiting.joins[table]
+            params = {"def": jplan.definition, "cut": joins.table.type, **common}
+            clear: list[dict[str, Any]] = [
+                {"key": k, "a": None, "b": None, "v": v}
+                for k, v in zip(joins.deletes, joins.delete_versions, strict=True)
+            ]
+            clear += [{"key": u["key"], "a": u["a"], "b": u["b"], "v": u["v"]} for u in joins.upserts]
+            for clear_rows in chunks(clear):
+                tx.run(jplan.statements.forget, {"rows": clear_rows, **params}).consume()
+                record = tx.run(awaiting.clears[table], {"rows": clear_rows, **params}).single()
+                _count(refused, joins.table.type, 0 if record is None else int(record["refused"]))
+            for join_rows in chunks(joins.upserts):
+                sent = awaiting.join_rows(jplan, join_rows)
+                record = tx.run(jplan.statements.upsert, {"rows": sent, **params}).single()
+                _count(refused, joins.table.type, len(sent) - (0 if record is None else int(record["applied"])))
+
+    def raise_epoch_mark(self, epoch: int) -> None:
+        """Move the graph's epoch mark up to `epoch` (never down), alone in a transaction."""
+        with self.driver.session(database=self.database) as session:
+            session.execute_write(lambda tx: tx.run(EPOCH_CLAIM, epoch=epoch).consume())
 
     def probe(self) -> None:
         """A write transaction that touches no data: succeeds when Neo4j takes writes (tells a row's failure from
         the server's)."""
         with self.driver.session(database=self.database) as session:
             session.execute_write(lambda tx: tx.run(PING).consume())
+
+    def truncate_up_to(self, table: str, epoch: int) -> None:
+        """A TRUNCATE at `epoch` from a source whose tables arrive independently: marks the label or type so that
+        older rows arriving later are dropped, then deletes the rows written up to it (in chunks), and the pending
+        relationships of its definitions. Repeating it does no harm."""
+        assert self.awaiting is not None
+        cut, statement, prefix = self.awaiting.truncates[table]
+        mark, pending = self.awaiting.truncate_mark, self.awaiting.truncate_pending
+        with self.driver.session(database=self.database) as session:
+            session.execute_write(lambda tx: tx.run(mark, cut=cut, epoch=epoch).consume())
+            session.run(statement, epoch=epoch).consume()
+            session.run(pending, prefix=prefix, epoch=epoch).consume()
 
     def truncate(self, table: str) -> None:
         """Empty a label or relationship type (auto-commit, in chunks: `CALL {} IN TRANSACTIONS`)."""
@@ -160,5 +300,5 @@ def epoch_rows(upserts: list[dict[str, Any]], props: tuple[str, ...]) -> list[di
             if value is not None:
                 delta = value - _EPOCH
                 epochs[name] = [delta.days * 86_400 + delta.seconds, delta.microseconds * 1000]
-        rows.append({"k": upsert["k"], "p": sent, "e": epochs})
+        rows.append({**upsert, "p": sent, "e": epochs})
     return rows

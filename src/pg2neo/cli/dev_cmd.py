@@ -1,4 +1,5 @@
-"""`pg2neo dev up|down|status` (the embedded local PostgreSQL + Neo4j) and `pg2neo demo`, which runs on it.
+"""`pg2neo dev up|down|status` (the embedded local PostgreSQL + Neo4j, with `--kafka` also a Kafka broker and a Kafka
+Connect worker with the Debezium plugin) and `pg2neo demo`, which runs on it.
 
 Registered on the app by `pg2neo.cli.main`; their errors reach the app's one handler (`pg2neo.cli.app`).
 """
@@ -21,27 +22,39 @@ dev_app = typer.Typer(help="The embedded local PostgreSQL + Neo4j stack.", no_ar
 
 
 @dev_app.command("up")
-def dev_up() -> None:
+def dev_up(
+    kafka: Annotated[
+        bool,
+        typer.Option(
+            "--kafka",
+            help="Also a Kafka 4.4 broker (KRaft) and a Kafka Connect worker with the Debezium 3.7 PostgreSQL plugin.",
+        ),
+    ] = False,
+) -> None:
     """Start the local PostgreSQL 15 and Neo4j 5.26 (with APOC); return when both answer."""
     stack = LocalStack(settings().dev)
     started = time.monotonic()
     try:
-        timings = stack.up()
+        timings = stack.up(kafka=kafka)
     except Pg2NeoError as exc:
         raise fail(exc) from exc
     info = stack.info()
-    console.print(
-        f"[green]up[/] in {time.monotonic() - started:.1f}s "
-        f"(postgres {timings['postgres']:.1f}s, neo4j {timings['neo4j']:.1f}s)\n"
-        f"  PostgreSQL  {stack.postgres.dsn_without_password}  password in {stack.postgres.password_file}\n"
+    took = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in timings.items())
+    lines = [
+        f"[green]up[/] in {time.monotonic() - started:.1f}s ({took})",
+        f"  PostgreSQL  {stack.postgres.dsn_without_password}  password in {stack.postgres.password_file}",
         f"  Neo4j       {info.neo4j_uri}  user neo4j, password in {stack.neo4j.password_file}",
-        highlight=False,
-    )
+    ]
+    if kafka:
+        kafka_info = stack.kafka.info()
+        lines.append(f"  Kafka       {kafka_info.bootstrap_servers}  (bootstrap servers)")
+        lines.append(f"  Connect     {kafka_info.connect_url}  (REST API; `pg2neo kafka register` uses it)")
+    console.print("\n".join(lines), highlight=False)
 
 
 @dev_app.command("down")
 def dev_down() -> None:
-    """Stop both local servers cleanly."""
+    """Stop the local servers cleanly (Kafka Connect and the broker too, when they run)."""
     try:
         LocalStack(settings().dev).down()
     except Pg2NeoError as exc:
@@ -66,6 +79,23 @@ def dev_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
         str(neo.get("bolt_port", "")),
         neo.get("data", ""),
     )
+    kafka = status.get("kafka")
+    if kafka is not None:
+        broker, connect = kafka["broker"], kafka["connect"]
+        table.add_row("Kafka", str(broker["up"]), kafka["kafka"], str(broker.get("port", "")), kafka["root"])
+        connectors = connect.get("connectors")
+        described = (
+            ", ".join(f"{name}: {item['state']}" for name, item in connectors.items())
+            if isinstance(connectors, dict)
+            else str(connectors or "")
+        )
+        table.add_row(
+            "Kafka Connect",
+            str(connect["up"]),
+            f"{kafka['kafka']} (Debezium {kafka['debezium']})",
+            str(connect.get("port", "")),
+            described,
+        )
     console.print(table)
 
 

@@ -25,6 +25,8 @@ from pg2neo.cli import dlq_cmd, verify_cmd  # noqa: E402, F401
 
 app.command("console")(console)
 app.add_typer(mapping_app, name="mapping")
+# `kafka` and `sink` register themselves on `app` when imported: here, after `mapping`.
+from pg2neo.cli import kafka_cmd, sink_cmd  # noqa: E402, F401
 
 
 def run() -> None:

@@ -1,4 +1,5 @@
-"""The embedded local stack: one PostgreSQL and one Neo4j, under one state folder, on free ports.
+"""The embedded local stack: one PostgreSQL and one Neo4j, under one state folder, on free ports; with `--kafka`
+also a Kafka broker and a Kafka Connect worker with the Debezium plugin (`devstack/kafka.py`, under `<state>/kafka`).
 
 Used alike by `make demo`, the integration tests and the benchmarks. Ports are chosen once and remembered in
 `<state>/stack.json`; a port found taken by a foreign process at the next `up` is replaced by a free one.
@@ -23,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pg2neo.devstack.kafka import LocalKafka
 from pg2neo.devstack.neo4j import APOC_VERSION, NEO4J_VERSION, LocalNeo4j
 from pg2neo.devstack.postgres import LocalPostgres
 from pg2neo.devstack.process import chown_tree, free_port, port_is_free, run_as, service_user
@@ -122,6 +124,11 @@ class LocalStack:
             self.dev.neo4j_pagecache,
         )
 
+    @property
+    def kafka(self) -> LocalKafka:
+        """The local Kafka broker + Connect worker of this stack (started only by `up(kafka=True)`)."""
+        return LocalKafka(self.state_dir / "kafka", self.dev.cache_dir)
+
     def _choose_ports(self) -> None:
         if "pg" not in self.ports:
             self.ports = {"pg": free_port(), "bolt": free_port()}
@@ -133,15 +140,21 @@ class LocalStack:
             self.ports["bolt"] = free_port()
         self._save()
 
-    def up(self) -> dict[str, float]:
-        """Start both servers (each only if not running) and return the seconds each took to be ready."""
+    def up(self, kafka: bool = False) -> dict[str, float]:
+        """Start both servers, and with `kafka` the Kafka broker and Connect worker (each only if not running);
+        return the seconds each took to be ready."""
         timings = {"postgres": self.start_postgres()}
         started = time.monotonic()
         self.neo4j.start()
         timings["neo4j"] = time.monotonic() - started
+        if kafka:
+            timings.update(self.kafka.up())
         return timings
 
     def down(self) -> None:
+        """Stop every server of the stack that runs, Kafka Connect and the broker first (Connect flushes its
+        source offsets to the broker; Debezium's slot is in PostgreSQL)."""
+        self.kafka.down()
         if not self.ports:
             return
         self.neo4j.stop()
@@ -156,8 +169,15 @@ class LocalStack:
         )
 
     def status(self) -> dict[str, Any]:
+        kafka = self.kafka
+        kafka_status = kafka.status() if kafka.ports else None
         if not self.ports:
-            return {"state_dir": str(self.state_dir), "postgres": {"up": False}, "neo4j": {"up": False}}
+            return {
+                "state_dir": str(self.state_dir),
+                "postgres": {"up": False},
+                "neo4j": {"up": False},
+                "kafka": kafka_status,
+            }
         pg, neo = self.postgres, self.neo4j
         return {
             "state_dir": str(self.state_dir),
@@ -178,6 +198,8 @@ class LocalStack:
                 "data": str(neo.root / "data"),
                 "password_file": str(neo.password_file),
             },
+            # None when `dev up --kafka` never ran here
+            "kafka": kafka_status,
         }
 
     def as_dict(self) -> dict[str, Any]:
