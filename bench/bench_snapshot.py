@@ -9,6 +9,9 @@ Data flow measured: PostgreSQL rows (reference schema, `generate(scale)`) -> Neo
   (`apoc.load.jdbc` lives in APOC extended, not in APOC core, so Neo4j cannot read PostgreSQL itself here).
 - ceiling: a bare `UNWIND $rows CREATE` of the same rows (relationships: endpoints MATCHed by their unique key,
   then CREATE), no PostgreSQL read, no MERGE, no mapping.
+- bulk: `pg2neo snapshot --bulk` end to end (`runtime.bulk.bulk_load`): one exported PostgreSQL snapshot read by
+  parallel `COPY`, mapped to import CSV, Neo4j stopped, `neo4j-admin database import full`, Neo4j started,
+  constraints created, the queue handed off. Charged for everything, the Neo4j restart included.
 The rows for naive, APOC and ceiling are read and mapped by pg2neo's reader and BatchBuilder before the clock
 starts, so those three routes are not charged for reading PostgreSQL: the comparison favours them. APOC and the
 ceiling share one set of pre-built batches, built once before the first round and kept (frozen out of the garbage
@@ -23,6 +26,8 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import os
+import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -30,7 +35,7 @@ from typing import Any
 import psycopg
 from neo4j import Driver, ManagedTransaction
 
-from bench.common import Bench, chart_path, load, log, median, pipeline, wipe_graph, write_result
+from bench.common import STATE_DIR, Bench, chart_path, load, log, median, pipeline, wipe_graph, write_result
 from pg2neo.apply.batch import BatchBuilder, GraphBatch
 from pg2neo.apply.cypher import epoch_sets, join_statements, node_statements, q
 from pg2neo.apply.reader import page_query
@@ -42,6 +47,7 @@ from pg2neo.mapping.plan import JoinTable, Mapping, NodeTable
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.reconcile.counts import graph_counts
 from pg2neo.runtime import install
+from pg2neo.runtime.bulk import bulk_load
 from pg2neo.runtime.service import Stopper, run_snapshot
 
 DB = "bench_snapshot"
@@ -49,6 +55,7 @@ PAGE = 5000
 # Rows per apoc.periodic.iterate call, one inner batch: APOC hands its `params` map (which carries the rows) to
 # every inner transaction, which converts all of it again, so a call with 10 batches' rows ran ~5x slower.
 APOC_CHUNK = PAGE
+STATE_BULK = STATE_DIR / "bulk"  # the bulk route's CSV files, removed after each run
 NAIVE_WARMUP = 5  # rows per table written by the naive route before its clock starts
 
 
@@ -265,6 +272,19 @@ def run_pg2neo(dsn: str, mapping: Mapping, driver: Driver) -> float:
         return time.monotonic() - started
 
 
+def run_bulk(bench: Bench, dsn: str, mapping: Mapping, driver: Driver) -> float:
+    out = STATE_BULK / "files"
+    started = time.monotonic()
+    outcome = bulk_load(dsn, driver, mapping, "neo4j", out, os.cpu_count() or 2, bench.stack.neo4j.import_full)
+    seconds = time.monotonic() - started
+    log(
+        f"snapshot bulk: export {outcome.export_seconds:.1f}s, stop + import + start {outcome.import_seconds:.1f}s, "
+        f"constraints and handoff {outcome.finish_seconds:.1f}s"
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    return seconds
+
+
 def main(bench: Bench) -> dict[str, Any]:
     scale = 1500 if bench.quick else 85_000
     sample = 300 if bench.quick else 2000
@@ -291,13 +311,17 @@ def main(bench: Bench) -> dict[str, Any]:
     t0 = time.monotonic()
     built = prebuild(dsn, mapping)
     log(f"snapshot: rows pre-built for APOC and the ceiling in {time.monotonic() - t0:.0f}s")
-    runs: dict[str, list[float]] = {"pg2neo": [], "apoc": [], "ceiling": []}
+    runs: dict[str, list[float]] = {"pg2neo": [], "apoc": [], "ceiling": [], "bulk": []}
     graph: dict[str, dict[str, int]] = {}
     summary: dict[str, Any] = {}
     for i in range(bench.runs):
-        for route in ("ceiling", "apoc", "pg2neo"):
+        for route in ("ceiling", "apoc", "bulk", "pg2neo"):
             driver = reset_graph(bench, driver, mapping)
-            if route == "pg2neo":
+            if route == "bulk":
+                seconds = run_bulk(bench, dsn, mapping, driver)
+                driver.close()  # Neo4j was restarted under it
+                driver = bench.driver()
+            elif route == "pg2neo":
                 seconds = run_pg2neo(dsn, mapping, driver)
             elif route == "apoc":
                 seconds = run_apoc(built, mapping, driver)
@@ -353,11 +377,14 @@ def _report(
         "vs_naive": pg / naive_rate,
         "vs_apoc": pg / routes["apoc"]["rows_per_s"],
         "vs_ceiling": pg / routes["ceiling"]["rows_per_s"],
+        "bulk_vs_apoc": routes["bulk"]["rows_per_s"] / routes["apoc"]["rows_per_s"],
+        "bulk_vs_pg2neo": routes["bulk"]["rows_per_s"] / pg,
     }
     goals = {
         "vs_naive >= 20": ratios["vs_naive"] >= 20,
         "vs_apoc >= 1": ratios["vs_apoc"] >= 1,
         "vs_ceiling >= 0.5": ratios["vs_ceiling"] >= 0.5,
+        "bulk_vs_apoc >= 5": ratios["bulk_vs_apoc"] >= 5,
     }
     doc = {
         "scale": scale,
@@ -386,11 +413,18 @@ def _chart(bench: Bench, routes: dict[str, Any]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["naive", "apoc", "pg2neo", "ceiling"]
+    names = ["naive", "apoc", "pg2neo", "ceiling", "bulk"]
     rates = [routes[n]["rows_per_s"] for n in names]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     bars = ax.bar(
-        ["naive\n(1 tx/row)", "APOC\nperiodic.iterate", "pg2neo\nrun_snapshot", "ceiling\nUNWIND CREATE"], rates
+        [
+            "naive\n(1 tx/row)",
+            "APOC\nperiodic.iterate",
+            "pg2neo\nrun_snapshot",
+            "ceiling\nUNWIND CREATE",
+            "pg2neo\nsnapshot --bulk",
+        ],
+        rates,
     )
     ax.bar_label(bars, labels=[f"{r:,.0f}" for r in rates])
     ax.set_ylabel("rows/s (median)")

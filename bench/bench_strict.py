@@ -57,8 +57,9 @@ relationships:
     to: {table: team, columns: team_id}
 """
 PHASES = (  # (name, from step, to step) of StrictCoordinator's step hook
-    # statements, apply lock + epoch, re-read of the changed rows, Neo4j transaction with the marker and the writes
-    ("statements_reread_neo4j_write", "start", "before_prepare"),
+    # the application's statements, then the apply lock + epoch and the re-read of the changed rows
+    ("statements_reread", "start", "after_read"),
+    ("neo4j_write", "after_read", "before_prepare"),  # Neo4j transaction: marker, epoch claim, the writes
     ("prepare", "before_prepare", "after_prepare"),
     ("neo4j_commit", "after_prepare", "after_neo4j_commit"),
     ("commit_prepared", "after_neo4j_commit", "after_commit_prepared"),

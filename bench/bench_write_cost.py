@@ -27,6 +27,7 @@ from pg2neo.transport.queue import empty_queue_if_installed
 
 DB = "bench_write_cost"
 CLIENTS = 4
+GOAL_MAX_LOSS = 0.10  # issue 17, item 4: at most 10% fewer TPS with the triggers, in every full run
 
 SCRIPTS: dict[str, tuple[int, str]] = {
     "update_message": (
@@ -154,8 +155,8 @@ def main(bench: Bench) -> dict[str, Any]:
             k: per_statement["with_triggers"][k] - per_statement["without_triggers"][k] for k in PER_STATEMENT
         },
         "per_statement_method": per_statement_us.__doc__,
-        "goal": "at most 15% fewer TPS with the triggers",
-        "goal_met": ratio >= 0.85,
+        "goal": f"at most {GOAL_MAX_LOSS:.0%} fewer TPS with the triggers",
+        "goal_met": ratio >= 1 - GOAL_MAX_LOSS,
         "load_before": load_before,
         "load_after": load(),
         "method": __doc__,
@@ -166,7 +167,7 @@ def main(bench: Bench) -> dict[str, Any]:
         "write_cost": {
             "summary": summary,
             "tps_loss_pct": 100 * (1 - ratio),
-            "goal_met": ratio >= 0.85,
+            "goal_met": ratio >= 1 - GOAL_MAX_LOSS,
             "trigger_us_per_statement": doc["trigger_us_per_statement"],
         }
     }

@@ -26,13 +26,15 @@ import pytest
 from neo4j import Driver
 
 from oracle import NodeSpec, RelSpec, SchemaSpec, assert_graph_matches
-from pg2neo.apply.cypher import MARKER_LABEL
+from pg2neo.apply.cypher import EPOCH_LABEL, MARKER_LABEL, VERSION
 from pg2neo.apply.engine import Engine
+from pg2neo.apply.writer import STATEMENT_ROWS
 from pg2neo.coordinate import (
     PreparedTransactionsDisabled,
     StrictCommitFailed,
     StrictCoordinator,
     StrictSettings,
+    StrictTransaction,
     recover,
 )
 from pg2neo.coordinate.strict import STEPS
@@ -443,3 +445,47 @@ def test_prepared_transactions_disabled_is_a_clear_error(
     finally:
         owned_stack.postgres.stop()
         owned_stack.postgres.start()
+
+
+def _every_kind_of_write(tx: StrictTransaction, first_new_id: int, new_people: int) -> None:
+    """Node upserts and deletes, a foreign-key link moved, removed and created, join rows inserted, updated, moved
+    to another key and deleted (directly and by cascade)."""
+    tx.execute(
+        "UPDATE person SET name = 'moved', team_id = CASE WHEN team_id = 4 THEN 1 ELSE team_id + 1 END WHERE id = 1"
+    )
+    tx.execute("UPDATE person SET team_id = NULL WHERE id = 2")
+    tx.execute("DELETE FROM person WHERE id = 3")  # its member row goes by cascade, its node with its links
+    tx.execute("UPDATE member SET role = 'changed' WHERE person_id = 4")
+    tx.execute("UPDATE member SET team_id = CASE WHEN team_id = 4 THEN 1 ELSE team_id + 1 END WHERE person_id = 5")
+    tx.execute("DELETE FROM member WHERE person_id = 6")
+    tx.execute(
+        "INSERT INTO person (id, name, score, team_id) "
+        "SELECT i, 'new ' || i, i, 1 + i %% 4 FROM generate_series(%s::integer, %s::integer) i",
+        (first_new_id, first_new_id + new_people - 1),
+    )
+    tx.execute("INSERT INTO member (person_id, team_id, role) VALUES (%s, 2, 'joined')", (first_new_id,))
+
+
+@pytest.mark.parametrize("new_people", [1, STATEMENT_ROWS + 1], ids=["one_statement", "chunked"])
+def test_strict_commit_alone_leaves_the_graph_equal_to_the_rows(env: Env, new_people: int) -> None:
+    """No applier runs: right after the strict commit the graph is exactly the mapping of the rows, whether the write
+    went as one statement with the marker (coordinate/write.py) or, too big for one, through the writer's chunks."""
+    coordinator = StrictCoordinator(env.driver, env.mapping)
+    with coordinator.transaction(env.dsn) as tx:
+        _every_kind_of_write(tx, 100, new_people)
+    assert env.prepared() == [] and env.markers() == 1
+    assert_graph_matches(env.conn, env.driver, SPEC)
+
+
+def test_strict_commit_behind_the_graphs_epoch_moves_the_sequence_past_it(env: Env) -> None:
+    """The graph has seen a newer epoch (a second source, a restored backup): the strict write is rolled back in
+    Neo4j, the epoch sequence moved past the graph's, and the write lands once, stamped with the new epoch."""
+    ahead = 1_000_000
+    env.driver.execute_query(f"MATCH (h:{EPOCH_LABEL} {{name: 'epoch'}}) SET h.high = $high", high=ahead)
+    with StrictCoordinator(env.driver, env.mapping).transaction(env.dsn) as tx:
+        tx.execute("UPDATE person SET name = 'after' WHERE id = 8")
+    records = env.driver.execute_query(
+        f"MATCH (p:Person {{id: 8}}) RETURN p.name AS name, p.{VERSION} AS version"
+    ).records
+    assert records[0]["name"] == "after" and records[0]["version"] > ahead
+    assert env.pg_name(8) == "after" and env.prepared() == [] and env.markers() == 1

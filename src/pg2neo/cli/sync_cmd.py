@@ -6,8 +6,13 @@ Registered on the app by `pg2neo.cli.main`; their errors reach the app's one han
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import shutil
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import psycopg
@@ -20,13 +25,17 @@ from pg2neo import logs
 from pg2neo.apply.engine import BatchResult
 from pg2neo.cli.app import console, fail, log, open_pipeline, settings
 from pg2neo.coordinate import start_periodic_recovery
+from pg2neo.devstack.neo4j import LocalNeo4j
+from pg2neo.devstack.stack import LocalStack
 from pg2neo.errors import Pg2NeoError
 from pg2neo.mapping.plan import Mapping
 from pg2neo.reconcile.background import BackgroundCheck
 from pg2neo.runtime import install
+from pg2neo.runtime.bulk import bulk_finish, bulk_load
 from pg2neo.runtime.connections import resolve
 from pg2neo.runtime.service import Stopper, run_service, run_snapshot
 from pg2neo.runtime.status import status_report
+from pg2neo.settings import Settings
 
 
 def init(
@@ -72,8 +81,28 @@ def uninstall() -> None:
 
 def snapshot(
     restart: Annotated[bool, typer.Option("--restart", help="Forget earlier progress and load everything.")] = False,
+    bulk: Annotated[
+        bool,
+        typer.Option(
+            "--bulk",
+            help="Load an EMPTY graph with `neo4j-admin database import full` (the local stack's Neo4j is stopped "
+            "and started; for another Neo4j the files and the command are printed). See docs/operations.md.",
+        ),
+    ] = False,
+    bulk_finish: Annotated[
+        bool,
+        typer.Option("--bulk-finish", help="After importing the files of `--bulk` by hand: make the graph current."),
+    ] = False,
+    bulk_dir: Annotated[
+        Path | None, typer.Option("--bulk-dir", help="Where `--bulk` writes its CSV files (default: a temp folder).")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Parallel COPY exports of `--bulk`.")] = os.cpu_count()
+    or 2,
 ) -> None:
     """Load the rows that already exist, in bounded batches; resumable; safe while writes and `run` go on."""
+    if bulk or bulk_finish:
+        _bulk_snapshot(bulk_finish, bulk_dir, jobs)
+        return
     with open_pipeline(check_installed=True) as pipeline:
         engine = pipeline.engine()
         stopper = Stopper()
@@ -123,6 +152,58 @@ def snapshot(
             f"{len(totals)} tables now; `pg2neo run` keeps them in sync). "
             "To load everything again, run `pg2neo snapshot --restart`."
         )
+
+
+def _bulk_snapshot(finish_only: bool, bulk_dir: Path | None, jobs: int) -> None:
+    config = settings()
+    with open_pipeline(check_installed=True) as pipeline:
+        try:
+            if finish_only:
+                covered = bulk_finish(pipeline.pg_dsn, pipeline.driver, pipeline.mapping, pipeline.database, bulk_dir)
+                console.print(f"[green]bulk load finished[/]: {covered:,} queued changes were covered by the snapshot")
+                return
+            local = _local_neo4j(config, pipeline.database)
+            out_dir = bulk_dir or Path(tempfile.mkdtemp(prefix="pg2neo-bulk-"))
+            outcome = bulk_load(
+                pipeline.pg_dsn,
+                pipeline.driver,
+                pipeline.mapping,
+                pipeline.database,
+                out_dir,
+                jobs,
+                None if local is None else local.import_full,
+            )
+        except Pg2NeoError as exc:
+            raise fail(exc) from exc
+    if outcome.command is not None:
+        console.print(
+            f"[green]exported[/] {outcome.rows:,} rows to {out_dir} in {outcome.export_seconds:.1f}s.\n"
+            "This Neo4j is not the local stack: import the files on its machine with Neo4j stopped (copy the folder "
+            "to the same path, or edit the paths), start it, then run `pg2neo snapshot --bulk-finish`; do not run "
+            "`pg2neo run` before that.\n"
+        )
+        sys.stdout.write(" ".join(shlex.quote(a) for a in outcome.command) + "\n")
+        return
+    if bulk_dir is None:
+        shutil.rmtree(out_dir, ignore_errors=True)  # imported: the CSV files are no longer needed
+    total = outcome.export_seconds + outcome.import_seconds + outcome.finish_seconds
+    console.print(
+        f"[green]bulk snapshot[/]: {outcome.rows:,} rows in {total:.1f}s (export {outcome.export_seconds:.1f}s, "
+        f"import {outcome.import_seconds:.1f}s, constraints and handoff {outcome.finish_seconds:.1f}s); "
+        f"{outcome.covered_changes:,} queued changes were covered by the snapshot, the rest is for `pg2neo run`"
+    )
+
+
+def _local_neo4j(config: Settings, database: str) -> LocalNeo4j | None:
+    """The local stack's Neo4j when it is the one configured (pg2neo may stop and start it), else None."""
+    stack = LocalStack(config.dev)
+    if not stack.ports or stack.neo4j.running_pid() is None:
+        return None
+    if resolve(config).neo4j_uri.rstrip("/") != stack.neo4j.uri:
+        return None
+    if database != "neo4j":
+        raise Pg2NeoError(f"the local stack runs Neo4j Community, whose one database is `neo4j`, not `{database}`")
+    return stack.neo4j
 
 
 def run_command(

@@ -7,7 +7,8 @@ that transaction:
      epoch from `pg2neo.epoch`, so the strict write is ordered with every applier batch;
   2. re-reads the rows the transaction queued (`txid = pg_current_xact_id()`) and builds a `GraphBatch`;
   3. opens one Neo4j transaction (server-side timeout) and writes in it, uncommitted, first the marker
-     `(:_Pg2neoTx {gid})` (unique: from now on it holds the gid against recovery's veto), then the batch;
+     `(:_Pg2neoTx {gid})` (unique: from now on it holds the gid against recovery's veto), then the batch, both in
+     one statement (coordinate/write.py) sent with the BEGIN: one round trip;
   4. `PREPARE TRANSACTION` with that pg2neo global id (the advisory lock passes to the prepared transaction);
   5. commits the Neo4j transaction: the decision;
   6. `COMMIT PREPARED`, which also releases the apply lock.
@@ -45,6 +46,7 @@ from pg2neo.coordinate.protocol import (
     check_prepared_enabled,
     new_gid,
 )
+from pg2neo.coordinate.write import strict_write
 from pg2neo.errors import CoordinateError, EpochBehind
 from pg2neo.logs import event, get_logger
 from pg2neo.mapping.plan import Mapping
@@ -59,6 +61,7 @@ StepHook = Callable[[str], None]
 """Called with the name of each step as it is reached (crash tests stop the process there)."""
 
 STEPS = (
+    "after_read",
     "before_prepare",
     "after_prepare",
     "after_neo4j_commit",
@@ -159,6 +162,7 @@ class StrictCoordinator:
             STRICT_COMMITS.inc()
             return
         batch, epoch = found
+        self._step("after_read")
         deadline = time.monotonic() + self.settings.prepared_timeout - self.settings.safety_margin
         with self.driver.session(database=self.database) as session:
             ntx = self._write_graph(conn, session, gid, batch, epoch, deadline)
@@ -251,10 +255,9 @@ class StrictCoordinator:
                 session.run(MARKER_CONSTRAINT).consume()
                 self._marker_schema = True
             while True:
-                ntx = session.begin_transaction(timeout=max(deadline - time.monotonic(), 1.0))
+                ntx = _begin_pipelined(session, timeout=max(deadline - time.monotonic(), 1.0))
                 try:
-                    ntx.run(MARKER_CREATE, gid=gid, epoch=epoch).consume()
-                    self.writer.write_in(ntx, batch, epoch, dt.datetime.now(dt.UTC), None)
+                    self._write_in(ntx, gid, batch, epoch)
                     break
                 except EpochBehind as behind:
                     # the graph has seen newer epochs (reinstall, restore, a second source): move the sequence past
@@ -275,6 +278,20 @@ class StrictCoordinator:
             self._rollback(conn, gid, "neo4j", prepared=False)
             raise
         return ntx
+
+    def _write_in(self, ntx: Transaction, gid: str, batch: GraphBatch, epoch: int) -> None:
+        """The marker, then the batch: one statement when the batch fits in one (coordinate/write.py), else the
+        writer's statements one by one. Raises `EpochBehind` when the graph has seen a newer epoch."""
+        synced_at = dt.datetime.now(dt.UTC)
+        one = strict_write(self.writer, batch, gid, epoch, synced_at)
+        if one is None:
+            ntx.run(MARKER_CREATE, gid=gid, epoch=epoch).consume()
+            self.writer.write_in(ntx, batch, epoch, synced_at, None)
+            return
+        record = ntx.run(one.query, one.params).single(strict=True)
+        high = record["high"]
+        if high is not None and high > epoch:
+            raise EpochBehind(epoch, int(high))
 
     def _commit_graph(self, conn: psycopg.Connection[Any], gid: str, ntx: Transaction) -> None:
         """The decision: the Neo4j commit. A refusal (veto by recovery, timeout) rolls back the prepared one."""
@@ -322,6 +339,20 @@ class StrictCoordinator:
             pass  # recovery rolled it back first
         except psycopg.Error as exc:
             event(log, "strict_rollback_failed", gid=gid, error=str(exc))
+
+
+def _begin_pipelined(session: Session, timeout: float) -> Transaction:
+    """An explicit Neo4j transaction whose BEGIN goes out with its first statement instead of a round trip of its own
+    (a strict commit waits for every round trip with the application's transaction and the apply lock held).
+
+    The driver has no public switch for it: `_pipelined_begin` is the flag its own `Driver.execute_query` sets (neo4j
+    6.x). A failed BEGIN then surfaces at the first `run`, which is handled as any failed Neo4j write. Without the flag
+    (another driver version) this is an ordinary `begin_transaction`."""
+    pipelined = getattr(session, "_pipelined_begin", None)
+    if pipelined is None:
+        return session.begin_transaction(timeout=timeout)
+    with pipelined:
+        return session.begin_transaction(timeout=timeout)
 
 
 def _begin_statement(conn: psycopg.Connection[Any]) -> sql.SQL | sql.Composed:

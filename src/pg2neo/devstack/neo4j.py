@@ -3,6 +3,8 @@
 Maven Central does not serve the server tarball, so the same server is run from its jars: `org.neo4j:neo4j`
 (which holds `CommunityEntryPoint`, the entry point `bin/neo4j console` runs), `neo4j-bolt`, and APOC core with
 its `apoc-common` companion, resolved by `mvn dependency:copy-dependencies` into a cache outside the repository.
+`neo4j-admin` is `org.neo4j.cli.AdminTool` from `neo4j-command-line`; its `database import full` command comes
+from `neo4j-import-tool`, both dependencies of `org.neo4j:neo4j`, so the same classpath runs them (`admin`).
 """
 
 from __future__ import annotations
@@ -249,6 +251,35 @@ class LocalNeo4j:
         _CHILDREN[process.pid] = process
         self.pid_file.write_text(f"{process.pid}\n")
         self.wait_ready(timeout, process)
+
+    def admin(self, args: list[str]) -> str:
+        """Run `neo4j-admin <args>` on this server's home and configuration; returns its output."""
+        lib = fetch_jars(self.cache_dir)
+        if not any(lib.glob("neo4j-import-tool-*.jar")):
+            raise StackError(f"the jar of `neo4j-admin database import` (neo4j-import-tool) is missing from {lib}")
+        self.write_config(lib)
+        result = subprocess.run(
+            [self._java(), "-cp", self._classpath(lib), "org.neo4j.cli.AdminTool", *args],
+            env=self._env(),
+            text=True,
+            capture_output=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise StackError(
+                f"`neo4j-admin {' '.join(args[:3])}` failed (exit {result.returncode}):\n"
+                + (result.stdout + result.stderr).strip()[-3000:]
+            )
+        return result.stdout
+
+    def import_full(self, args: list[str], timeout: float = 300.0) -> str:
+        """Stop the server, run `neo4j-admin <args>` (a `database import full`), start it again; returns the tool's
+        output. The server is started again even when the import fails."""
+        self.stop()
+        try:
+            return self.admin(args)
+        finally:
+            self.start(timeout)
 
     def wait_ready(self, timeout: float = 120.0, process: subprocess.Popen[bytes] | None = None) -> None:
         from neo4j import GraphDatabase

@@ -53,6 +53,9 @@ SINK_RETRIES = Counter("pg2neo_sink_retries", "Transient failures retried by thi
 SINK_FENCED = Counter("pg2neo_sink_fenced", "Writes rolled back because another worker had moved the partition")
 END_TO_END = Gauge("pg2neo_sink_lag_seconds", "Source commit to Neo4j commit, of the last event applied")
 PARTITIONS = Gauge("pg2neo_sink_partitions", "Partitions assigned to this worker")
+PARTITION_LAG = Gauge(
+    "pg2neo_sink_partition_lag", "Events not yet applied, per assigned partition", ["topic", "partition"]
+)
 
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
@@ -429,15 +432,32 @@ class Sink:
             record = session.run(query, params).single()
         return None if record is None else dict(record["p"])
 
+    def _report_lag(self) -> None:
+        """The events left per assigned partition: its end (as last fetched) minus the offset Neo4j holds."""
+        from confluent_kafka import TopicPartition
+
+        for (topic, partition), expected in list(self._expected.items()):
+            try:
+                _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            except Exception:  # not fetched yet
+                continue
+            if high >= 0:
+                PARTITION_LAG.labels(topic, str(partition)).set(max(0, high - (expected or 0)))
+
     def _mark_epoch(self, force: bool = False) -> None:
-        """Raise the graph's epoch mark to the newest epoch applied (so that trigger mode, should it write the
-        graph later, stamps newer versions), every few seconds."""
+        """Every few seconds: raise the graph's epoch mark to the newest epoch applied (so that trigger mode, should
+        it write the graph later, stamps newer versions), and report the lag per partition."""
         now = time.monotonic()
-        if self._high_epoch <= self._marked_epoch or (not force and now - self._marked_at < 5.0):
+        if not force and now - self._marked_at < self.config.epoch_mark_seconds:
+            return
+        self._marked_at = now
+        if self._consumer is not None:
+            self._report_lag()
+        if self._high_epoch <= self._marked_epoch:
             return
         try:
             self.writer.raise_epoch_mark(self._high_epoch)
-            self._marked_epoch, self._marked_at = self._high_epoch, now
+            self._marked_epoch = self._high_epoch
         except Exception as exc:
             if not about_the_servers(exc):
                 raise

@@ -220,9 +220,21 @@ def sink_process(source: KafkaSource, *extra: str) -> subprocess.Popen[bytes]:
     args += ["--name", source.name, "--dead-letter-topic", f"dlq-{source.name}", *extra]
     env = dict(source.env)
     env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    # Each worker's log next to the mapping file (the test's tmp_path), for the failure's story.
+    logs = sorted(source.mapping_file.parent.glob("sink-*.log"))
+    log = (source.mapping_file.parent / f"sink-{len(logs):02d}.log").open("wb")
     return subprocess.Popen(
-        [sys.executable, "-m", "pg2neo", "--mapping", str(source.mapping_file), "sink", "run", *args],
+        [sys.executable, "-m", "pg2neo", "--mapping", str(source.mapping_file), "--log-json", "sink", "run", *args],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
+
+
+def worker_logs(source: KafkaSource, lines: int = 30) -> str:
+    """The last lines of each sink worker's log."""
+    out = []
+    for path in sorted(source.mapping_file.parent.glob("sink-*.log")):
+        tail = path.read_text(errors="replace").splitlines()[-lines:]
+        out.append(f"== {path.name}\n" + "\n".join(tail))
+    return "\n".join(out)

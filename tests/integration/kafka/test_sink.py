@@ -10,6 +10,7 @@ rest lands.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -91,6 +92,22 @@ def test_snapshot_then_live_writes_give_the_mapped_graph(
             wait_in_sync(source, driver, mapping)
             with psycopg.connect(source.dsn) as conn:
                 assert_graph_matches(conn, driver, SPEC)
+            status = source.pg2neo(
+                "sink",
+                "status",
+                "--json",
+                "--group",
+                f"g-{source.name}",
+                "--dead-letter-topic",
+                f"dlq-{source.name}",
+                "--bootstrap-servers",
+                source.kafka.info().bootstrap_servers,
+            )
+            assert status.returncode == 0, status.stdout + status.stderr
+            figures = json.loads(status.stdout)
+            assert figures["workers"] == 1 and figures["lag"] == 0 and figures["dead_letters"] == 0
+            assert {p["topic"] for p in figures["partitions"]} >= {source.topic("people"), source.topic("memberships")}
+            assert figures["pending_relationships"] == 0 and figures["end_to_end_seconds"] is not None
         finally:
             worker.close()
         assert worker.sink.counts.dead_letters == 0

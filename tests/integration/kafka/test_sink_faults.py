@@ -35,6 +35,7 @@ from sink_support import (
     seed,
     sink_process,
     wait_in_sync,
+    worker_logs,
 )
 
 from oracle import assert_graph_matches
@@ -47,7 +48,7 @@ KILLS = 20
 
 
 @contextmanager
-def writes_going_on(source: KafkaSource, per_second: float = 40.0) -> Iterator[list[int]]:
+def writes_going_on(source: KafkaSource, per_second: float = 20.0) -> Iterator[list[int]]:
     """A writer committing transactions on every table until the block ends (bounded rate; retried while
     PostgreSQL is fine, which it stays). Yields the count of transactions committed."""
     stop = threading.Event()
@@ -124,7 +125,11 @@ def _stop(worker: subprocess.Popen[bytes]) -> None:
 def _check(source: KafkaSource, graph: Connections) -> None:
     mapping = mapping_of(source)
     with graph.driver() as driver:
-        wait_in_sync(source, driver, mapping, timeout=240)
+        try:
+            wait_in_sync(source, driver, mapping, timeout=420)
+        except BaseException:
+            print(worker_logs(source))  # shown by pytest with the failure
+            raise
         with psycopg.connect(source.dsn) as conn:
             assert_graph_matches(conn, driver, SPEC)  # counts every relationship: a duplicate or a loss shows
     assert pending_relationships(graph) == 0
@@ -165,12 +170,12 @@ def test_broker_and_connect_restarts_neo4j_down_and_a_rebalance(
 ) -> None:
     source = _source(kafka_source_factory, graph)
     kafka = source.kafka
-    first = sink_process(source, "--batch-rows", "300")
+    first = sink_process(source, "--batch-rows", "1000")
     second: subprocess.Popen[bytes] | None = None
     try:
         with writes_going_on(source) as done:
             time.sleep(8)
-            second = sink_process(source, "--batch-rows", "300")  # a rebalance: the partitions are split
+            second = sink_process(source, "--batch-rows", "1000")  # a rebalance: the partitions are split
             time.sleep(8)
             kafka.stop_broker()
             time.sleep(5)

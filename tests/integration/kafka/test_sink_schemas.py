@@ -8,6 +8,7 @@ graph trigger mode writes from the same rows must be the same graph, down to eac
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,7 +95,8 @@ def apply_check_fixes(source: KafkaSource) -> None:
     checked = source.pg2neo("kafka", "check")
     if checked.returncode != 0:
         output = checked.stdout + checked.stderr
-        fixes = [line.split("fix:", 1)[1].split("; or ")[0].strip() for line in output.splitlines() if "fix:" in line]
+        # each blocking problem of a table comes with `fix: ALTER TABLE ...; or ...` (the first alternative is taken)
+        fixes = re.findall(r"fix: (ALTER TABLE [^;]+);", output)
         assert fixes, output
         for fix in fixes:
             source.execute(fix)
