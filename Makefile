@@ -47,7 +47,7 @@ bench-quick: deps
 	$(BIN)/python -m bench.run_all --quick
 
 # One benchmark at a time: `make bench-live`, or `make bench-live QUICK=--quick`.
-BENCHES := snapshot memory write_cost live verify strict
+BENCHES := snapshot memory write_cost live verify strict kafka
 $(addprefix bench-,$(subst _,-,$(BENCHES))): deps
 	$(BIN)/python -m bench.run_all $(QUICK) --only $(subst -,_,$(patsubst bench-%,%,$@))
 

@@ -1,6 +1,7 @@
 """`make bench` / `make bench-quick`: run every benchmark on the bench's own stack and write a summary.
 
-Order: snapshot (builds the 1M-row database), memory (reuses it), write cost, live sync + profile; then, after the
+Order: snapshot (builds the 1M-row database), memory (reuses it), write cost, live sync + profile, trigger mode vs
+the Kafka sink (its own Kafka; `make bench-kafka`); then, after the
 bench stack is stopped, the optional modules `bench.bench_verify` and `bench.bench_strict` if they exist and expose
 `main(quick: bool) -> dict` (they start whatever servers they need themselves). The full-size verify benchmark
 (about 20 minutes at a million rows, for the verify issue rather than this suite's goals) runs only when asked
@@ -20,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from bench import bench_live, bench_memory, bench_snapshot, bench_write_cost
+from bench import bench_kafka, bench_live, bench_memory, bench_snapshot, bench_write_cost
 from bench.common import NOISE_NOTE, RESULTS, Bench, bench_stack, log, machine
 
 OURS: dict[str, Callable[[Bench], dict[str, Any]]] = {
@@ -28,6 +29,7 @@ OURS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "memory": bench_memory.main,
     "write_cost": bench_write_cost.main,
     "live": bench_live.main,
+    "kafka": bench_kafka.main,  # trigger mode vs Debezium -> Kafka -> pg2neo sink (1 and 2 workers)
 }
 OPTIONAL = ("bench_verify", "bench_strict")
 ON_REQUEST = {"bench_verify"}  # full size: only with --only (make bench-verify)
@@ -160,6 +162,7 @@ def markdown(s: dict[str, Any]) -> str:
         lines.append(
             f"| Peak RSS of `run --until-empty` by backlog | {peaks} | < 300 MB, flat | {'yes' if ok else 'no'} |"
         )
+    lines += bench_kafka.markdown_rows(s)
     for name in s.get("errors", {}):
         lines.append(f"| {name} | failed (see summary JSON) | | |")
     return "\n".join(lines) + "\n"

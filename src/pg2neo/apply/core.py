@@ -119,7 +119,8 @@ class KeyReader:
     def __init__(self, mapping: Mapping) -> None:
         self.mapping = mapping
         self.builder = BatchBuilder(mapping)
-        self._by_keys = {e.table: by_keys_query(mapping, e) for e in mapping.entries}
+        # Rendered once: composing the SQL again for every read took ~10 % of the apply loop's CPU.
+        self._by_keys = {e.table: by_keys_query(mapping, e).as_bytes() for e in mapping.entries}
 
     # -- reading ------------------------------------------------------------------------------------------------
     def fetch(self, cur: psycopg.Connection[Any] | psycopg.Cursor[Any], entry: Entry, keys: list[Key]) -> list[ReadRow]:

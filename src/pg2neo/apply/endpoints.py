@@ -30,6 +30,7 @@ from pg2neo.apply.cypher import (
     awaiting_truncate,
     join_statements,
     lookup_index,
+    sweep_statement,
 )
 from pg2neo.errors import MappingError
 from pg2neo.mapping.plan import Endpoint, ForeignKeyRel, JoinTable, Mapping, NodeTable
@@ -125,6 +126,7 @@ class Awaiting:
         self.resolvers: dict[str, list[Resolver]] = {}  # by node label
         self.incoming: dict[str, list[Incoming]] = {}  # by node label
         self.resolve_statement: dict[str, str] = {}  # by definition
+        self.sweeps: dict[str, str] = {}  # by definition
         self.forget_owned = FORGET_OWNED
         for node in mapping.nodes:
             plans = []
@@ -163,6 +165,7 @@ class Awaiting:
     def _resolver(self, resolver: Resolver) -> None:
         self.resolvers.setdefault(resolver.lookup.label, []).append(resolver)
         self.resolve_statement[resolver.definition] = resolver.statement
+        self.sweeps[resolver.definition] = sweep_statement(resolver.statement)
 
     def schema_statements(self, mapping: Mapping) -> list[str]:
         """Indexes for the pending relationships and for lookups by non-key properties."""

@@ -84,6 +84,7 @@ class Engine:
         self.source: ChangeSource = OutboxSource()
         self._conn: psycopg.Connection[Any] | None = None
         self._reader: psycopg.Connection[Any] | None = None
+        self._page_queries: dict[tuple[str, bool], bytes] = {}
         # Set by the retry loop before each try: the audit row records how many tries the batch took.
         self.attempts = 1
 
@@ -338,6 +339,13 @@ class Engine:
             self._reader = self._connect("pg2neo-snapshot")
         return self._reader
 
+    def _page_query(self, entry: NodeTable | JoinTable, after: bool) -> bytes:
+        """The page query, rendered once per table and form (composing it again costs CPU the writer needs)."""
+        query = self._page_queries.get((entry.table, after))
+        if query is None:
+            query = self._page_queries[(entry.table, after)] = page_query(self.mapping, entry, after).as_bytes()
+        return query
+
     def _read_page(self, entry: NodeTable | JoinTable, after: list[str] | None) -> SnapshotPage:
         """One page in key order from its own snapshot, with the epoch taken inside it, mapped to graph writes.
 
@@ -351,7 +359,7 @@ class Engine:
             params = [*(after or []), limit]
             try:
                 with conn.transaction():  # a savepoint: one unreadable row must not end the page's snapshot
-                    rows = [tuple(r) for r in conn.execute(page_query(self.mapping, entry, after is not None), params)]
+                    rows = [tuple(r) for r in conn.execute(self._page_query(entry, after is not None), params)]
                 page_keys = [tuple(r[0]) for r in rows]
                 reads = [ReadRow(entry, key, row) for key, row in zip(page_keys, rows, strict=True)]
             except Exception as exc:

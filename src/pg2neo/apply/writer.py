@@ -23,6 +23,7 @@ from pg2neo.apply.cypher import (
     EPOCH_MISSING,
     EPOCH_SEED,
     HIGHEST_VERSION,
+    PENDING_COUNT,
     PING,
     JoinStatements,
     NodeStatements,
@@ -180,6 +181,10 @@ class GraphWriter:
         tables' relationships, waiting where an end is missing."""
         awaiting = self.awaiting
         assert awaiting is not None
+        # Resolving costs a statement per definition and chunk: skip it when nothing waits (a count from the count
+        # store). A relationship that starts waiting while this transaction creates its end is left to `sweep`.
+        counted = tx.run(PENDING_COUNT).single()
+        anything_waits = counted is not None and int(counted["c"]) > 0
         for table, writes in batch.nodes.items():
             node = writes.table
             deletes: list[dict[str, Any]] = [
@@ -210,7 +215,7 @@ class GraphWriter:
                 rows = epoch_rows(upserts, node.epoch_props)
                 record = tx.run(awaiting.upserts[table], rows=rows, cut=node.label, **common).single()
                 _count(refused, node.label, len(rows) - (0 if record is None else int(record["applied"])))
-                by_definition = awaiting.upsert_tokens(node, upserts)
+                by_definition = awaiting.upsert_tokens(node, upserts) if anything_waits else {}
                 for resolver in awaiting.resolvers.get(node.label, []):
                     found = by_definition.get(resolver.definition)
                     if found:
@@ -236,6 +241,21 @@ class GraphWriter:
                 sent = awaiting.join_rows(jplan, join_rows)
                 record = tx.run(jplan.statements.upsert, {"rows": sent, **params}).single()
                 _count(refused, joins.table.type, len(sent) - (0 if record is None else int(record["applied"])))
+
+    def sweep(self) -> int:
+        """Turn every waiting relationship whose end nodes exist into the relationship (see `awaiting`); returns how
+        many were waiting before."""
+        assert self.awaiting is not None
+        sweeps = self.awaiting.sweeps
+        with self.driver.session(database=self.database) as session:
+            record = session.run(PENDING_COUNT).single()
+            waiting = 0 if record is None else int(record["c"])
+            if waiting:
+                synced_at = dt.datetime.now(dt.UTC)
+                for definition, statement in sweeps.items():
+                    params = {"def": definition, "synced_at": synced_at}
+                    session.execute_write(_run_one, statement, params)
+        return waiting
 
     def raise_epoch_mark(self, epoch: int) -> None:
         """Move the graph's epoch mark up to `epoch` (never down), alone in a transaction."""
@@ -265,6 +285,10 @@ class GraphWriter:
         statement = self.node_cypher[table].truncate if table in self.node_cypher else self.join_cypher[table].truncate
         with self.driver.session(database=self.database) as session:
             session.run(statement).consume()
+
+
+def _run_one(tx: ManagedTransaction, statement: str, params: dict[str, Any]) -> None:
+    tx.run(statement, params).consume()
 
 
 def _count(refused: dict[str, int], name: str, count: int) -> None:

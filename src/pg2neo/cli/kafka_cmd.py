@@ -21,6 +21,7 @@ from typing import Annotated, Any
 
 import psycopg
 import typer
+from rich.text import Text
 
 from pg2neo import logs
 from pg2neo.cli import exits
@@ -121,8 +122,10 @@ def config_command(name: NameOption = "pg2neo", password_ref: PasswordRefOption 
 def _report(problems: list[Problem]) -> None:
     for problem in problems:
         style = "red" if problem.blocking else "yellow"
-        console.print(f"[{style}]{'blocking' if problem.blocking else 'warning'}[/]: {problem.table}: {problem.what}")
-        console.print(f"  fix: {problem.fix}", highlight=False, soft_wrap=True)
+        kind = "blocking" if problem.blocking else "warning"
+        # The texts hold `[...]` (YAML lists): printed as they are, not read as console markup.
+        console.print(Text.assemble((kind, style), f": {problem.table}: {problem.what}"), soft_wrap=True)
+        console.print(Text(f"  fix: {problem.fix}"), highlight=False, soft_wrap=True)
 
 
 @kafka_app.command("check")

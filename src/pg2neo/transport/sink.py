@@ -453,6 +453,12 @@ class Sink:
         self._marked_at = now
         if self._consumer is not None:
             self._report_lag()
+        try:
+            self.writer.sweep()
+        except Exception as exc:
+            if not about_the_servers(exc):
+                raise
+            event(log, "sweep_deferred", logging.WARNING, error=type(exc).__name__)
         if self._high_epoch <= self._marked_epoch:
             return
         try:

@@ -29,36 +29,51 @@ def sink_status(
         checkpoints = list(session.run(SINK_CHECKPOINTS, prefix=prefix))
         pending_record = session.run(PENDING_COUNT).single()
     pending = 0 if pending_record is None else int(pending_record["c"])
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    workers = 0
+    assigned: set[tuple[str, int]] = set()
+    try:
+        described = admin.describe_consumer_groups([group])[group].result(timeout=10)
+        workers = len(described.members)
+        for member in described.members:
+            assignment = getattr(member, "assignment", None)
+            for tp in getattr(assignment, "topic_partitions", None) or []:
+                assigned.add((tp.topic, tp.partition))
+    except Exception:  # a group that has not started yet
+        workers = 0
     consumer = Consumer(
         {"bootstrap.servers": bootstrap_servers, "group.id": f"pg2neo-status-{uuid.uuid4().hex}", "log_level": 0}
     )
     partitions: list[dict[str, Any]] = []
     lags: list[float] = []
     try:
-        for record in checkpoints:
-            topic, _, partition = str(record["name"])[len(prefix) :].rpartition(":")
-            if not partition.isdigit():
-                continue
-            _, end = consumer.get_watermark_offsets(TopicPartition(topic, int(partition)), timeout=10)
-            applied = int(record["next"])
+        stored: dict[tuple[str, int], Any] = {}
+        for checkpoint in checkpoints:
+            name, _, number = str(checkpoint["name"])[len(prefix) :].rpartition(":")
+            if number.isdigit():
+                stored[(name, int(number))] = checkpoint
+        for topic, partition in sorted(set(stored) | assigned):
+            low, end = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            record = stored.get((topic, partition))
+            applied = low if record is None else int(record["next"])  # nothing applied yet: from the start
             partitions.append(
-                {"topic": topic, "partition": int(partition), "applied": applied, "end": end, "lag": end - applied}
+                {"topic": topic, "partition": partition, "applied": applied, "end": end, "lag": max(0, end - applied)}
             )
-            at, source_ms = record["at"], record["source_ms"]
-            if at is not None and source_ms is not None:
+            if record is not None and record["at"] is not None and record["source_ms"] is not None:
+                at = record["at"]
                 committed = at.to_native() if hasattr(at, "to_native") else at
-                lags.append((committed - dt.datetime.fromtimestamp(source_ms / 1000, dt.UTC)).total_seconds())
-        low, high = consumer.get_watermark_offsets(TopicPartition(dead_letter_topic, 0), timeout=10)
-        dead = max(0, high - low)
+                source = dt.datetime.fromtimestamp(record["source_ms"] / 1000, dt.UTC)
+                lags.append((committed - source).total_seconds())
+        dead = 0
+        try:
+            metadata = consumer.list_topics(dead_letter_topic, timeout=10).topics.get(dead_letter_topic)
+            for number in [] if metadata is None or metadata.error is not None else list(metadata.partitions):
+                low, high = consumer.get_watermark_offsets(TopicPartition(dead_letter_topic, number), timeout=10)
+                dead += max(0, high - low)
+        except Exception:  # no dead-letter topic yet: no dead letters
+            dead = 0
     finally:
         consumer.close()
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    workers = 0
-    try:
-        described = admin.describe_consumer_groups([group])[group].result(timeout=10)
-        workers = len(described.members)
-    except Exception:  # a group that has not started yet
-        workers = 0
     partitions.sort(key=lambda p: (p["topic"], p["partition"]))
     return {
         "group": group,

@@ -174,7 +174,8 @@ def sink_config(source: KafkaSource, **extra: Any) -> SinkConfig:
 
 def prepare_graph(driver: Driver, mapping: Mapping) -> None:
     """An empty graph with the sink's schema (constraints and indexes): the Neo4j side only, no trigger."""
-    driver.execute_query("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS")
+    with driver.session() as session:  # `IN TRANSACTIONS` needs an auto-commit transaction
+        session.run("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS").consume()
     GraphWriter(driver, mapping, awaiting=True, claim_epoch=False).ensure_schema()
 
 

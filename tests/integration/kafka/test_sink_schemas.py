@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from kafka_support import KafkaSource
 from neo4j import Driver
-from sink_support import SinkThread, mapping_of, pending_relationships, prepare_graph, sink_config
+from sink_support import SinkThread, mapping_of, prepare_graph, sink_config
 
 from oracle import REFERENCE, SchemaSpec, actual_graph, diff, expected_graph
 from pg2neo.apply.cypher import HASH_PROP
@@ -32,7 +32,8 @@ from pg2neo.runtime.connections import Connections
 from pg2neo.runtime.service import Stopper, run_snapshot
 from pg2neo.settings import ApplySettings
 from pg2neo.transport.sink import Sink
-from second_schema import SECOND, SECOND_SQL, SECOND_YAML, SEED
+from pg2neo.transport.sink_status import dead_letters, sink_status
+from second_schema import SECOND_SQL, SECOND_YAML, SEED
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -78,14 +79,24 @@ def _second_live(conn: psycopg.Connection[Any]) -> None:
 @dataclass(frozen=True)
 class Case:
     setup: Callable[[psycopg.Connection[Any]], None]
-    mapping: Path
-    spec: SchemaSpec
+    mapping: str
+    spec: SchemaSpec | None  # the oracle, when the mapping is the one it describes
     live: Callable[[psycopg.Connection[Any]], None]
 
 
+# `pg2neo kafka check` refuses the second schema's `point` and `money` columns (Debezium sends other forms than
+# PostgreSQL's text): excluded here, as it says; the oracle describes the full mapping, so this case compares with
+# trigger mode only.
+SECOND_FOR_KAFKA = SECOND_YAML.read_text(encoding="utf-8").replace(
+    "    properties:\n      rename: {name: title}\n",
+    "    properties:\n      rename: {name: title}\n      exclude: [location, fee]\n",
+    1,
+)
+assert "exclude: [location, fee]" in SECOND_FOR_KAFKA
+
 CASES = {
-    "reference": Case(_reference_setup, mapping_path(), REFERENCE, _reference_live),
-    "second": Case(_second_setup, SECOND_YAML, SECOND, _second_live),
+    "reference": Case(_reference_setup, mapping_path().read_text(encoding="utf-8"), REFERENCE, _reference_live),
+    "second": Case(_second_setup, SECOND_FOR_KAFKA, None, _second_live),
 }
 
 
@@ -104,15 +115,62 @@ def apply_check_fixes(source: KafkaSource) -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-def wait_for_oracle(conn: psycopg.Connection[Any], driver: Driver, spec: SchemaSpec, timeout: float = 180) -> None:
+def _frozen(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    return value
+
+
+def dump(driver: Driver) -> Counter[Any]:
+    """Every node (labels, properties with its content hash) and relationship (type, properties, its ends' properties)
+    of the mapped graph; pg2neo's version and sync time left out, they differ between runs by design."""
+    skip = ("_pg2neo_version", "_pg2neo_synced_at")
+
+    def props(item: Any) -> Any:
+        return _frozen({k: v for k, v in dict(item).items() if k not in skip})
+
+    mapped = "NOT any(l IN labels({v}) WHERE l STARTS WITH '_Pg2neo')"
+    with driver.session() as session:
+        nodes = [
+            (tuple(sorted(r["l"])), props(r["n"]))
+            for r in session.run(f"MATCH (n) WHERE {mapped.format(v='n')} RETURN labels(n) AS l, n")
+        ]
+        rels = [
+            (r["t"], props(r["r"]), props(r["a"]), props(r["b"]))
+            for r in session.run("MATCH (a)-[r]->(b) RETURN type(r) AS t, r, a, b")
+        ]
+    return Counter(nodes + rels)
+
+
+def wait_converged(source: KafkaSource, driver: Driver, spec: SchemaSpec | None, timeout: float = 240) -> None:
+    """Until the sink has applied every event on the topics, nothing waits, the graph stays the same for 10 s and,
+    with an oracle, equals it."""
     deadline = time.monotonic() + timeout
-    problems = ""
+    last: Counter[Any] | None = None
+    stable_since = time.monotonic()
     while time.monotonic() < deadline:
-        problems = diff(expected_graph(conn, spec), actual_graph(driver, spec))
-        if not problems:
-            return
-        time.sleep(1.0)
-    pytest.fail("the graph did not reach the oracle's:\n" + problems[:3000])
+        status = sink_status(source.kafka.info().bootstrap_servers, f"g-{source.name}", f"dlq-{source.name}", driver)
+        now = dump(driver)
+        if now != last:
+            last, stable_since = now, time.monotonic()
+        settled = status["lag"] == 0 and status["pending_relationships"] == 0
+        if settled and time.monotonic() - stable_since >= 10:
+            if spec is None:
+                return
+            with psycopg.connect(source.dsn) as conn:
+                if not diff(expected_graph(conn, spec), actual_graph(driver, spec)):
+                    return
+        time.sleep(2.0)
+    problems = ""
+    if spec is not None:
+        with psycopg.connect(source.dsn) as conn:
+            problems = diff(expected_graph(conn, spec), actual_graph(driver, spec))
+    letters = [item["reason"] for item in dead_letters(source.kafka.info().bootstrap_servers, f"dlq-{source.name}")]
+    with driver.session() as session:
+        waiting = [dict(r["p"]) for r in session.run("MATCH (p:_Pg2neoPending) RETURN properties(p) AS p LIMIT 5")]
+    pytest.fail(f"the sink did not settle: {status} {problems[:3000]}\ndead letters: {letters}\nwaiting: {waiting}")
 
 
 def node_hashes(driver: Driver) -> list[tuple[str, str]]:
@@ -127,7 +185,7 @@ def test_the_schema_through_kafka_gives_the_graph_trigger_mode_gives(
     name: str, graph: Connections, kafka_source_factory: Callable[[str, str], KafkaSource]
 ) -> None:
     case = CASES[name]
-    source = kafka_source_factory("SELECT 1", case.mapping.read_text(encoding="utf-8"))
+    source = kafka_source_factory("SELECT 1", case.mapping)
     with psycopg.connect(source.dsn, autocommit=True) as conn, graph.driver() as driver:
         case.setup(conn)
         mapping = mapping_of(source)
@@ -136,23 +194,27 @@ def test_the_schema_through_kafka_gives_the_graph_trigger_mode_gives(
         source.register()
         worker = SinkThread(Sink(sink_config(source), driver, mapping))
         try:
-            wait_for_oracle(conn, driver, case.spec)
+            wait_converged(source, driver, case.spec)
             case.live(conn)
-            wait_for_oracle(conn, driver, case.spec)
+            wait_converged(source, driver, case.spec)
         finally:
             worker.close()
-        assert pending_relationships(graph) == 0
-        through_kafka = actual_graph(driver, case.spec)
+        through_kafka = dump(driver)
         kafka_hashes = node_hashes(driver)
 
         # Trigger mode, from the same rows, into the emptied graph.
-        driver.execute_query("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS")
+        with driver.session() as session:
+            session.run("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS").consume()
         install.init(conn, driver, mapping)
         engine = Engine(source.dsn, driver, mapping, ApplySettings())
         try:
             run_snapshot(engine, Stopper(), lambda table, result: None)
         finally:
             engine.close()
-        assert diff(through_kafka, actual_graph(driver, case.spec)) == ""
+        by_triggers = dump(driver)
+        assert through_kafka == by_triggers, (
+            f"only through Kafka: {list((through_kafka - by_triggers).items())[:5]}\n"
+            f"only by triggers: {list((by_triggers - through_kafka).items())[:5]}"
+        )
         assert kafka_hashes == node_hashes(driver)
         assert len(kafka_hashes) > 20
