@@ -259,9 +259,10 @@ class Sink:
         self.counts.retries += 1
         SINK_RETRIES.inc()
         event(log, "sink_retry", logging.WARNING, doing=doing, error=f"{type(exc).__name__}: {exc}"[:300], wait=delay)
+        # No poll while waiting: a poll hands over the next message, which would be skipped. The consumer's
+        # heartbeats go on in librdkafka's own thread; past `max.poll.interval.ms` the worker leaves the group and,
+        # back, is given partitions again at the offsets Neo4j holds.
         time.sleep(delay)
-        if self._consumer is not None:
-            self._consumer.poll(0)  # serve rebalances while waiting
         return min(delay * 2, BACKOFF_MAX)
 
     def _refetch(self, topic: str, partition: int, fenced: CheckpointFenced) -> None:
