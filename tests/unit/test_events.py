@@ -177,3 +177,10 @@ def test_awaiting_finds_targets_by_reference_and_refuses_an_unmapped_referenced_
     )
     with pytest.raises(MappingError, match="does not map"):
         Awaiting(Mapping((without_id, COMMENTS), ()))
+
+
+def test_numeric_special_values_arrive_under_debezium_names_and_decode_as_postgresql_writes_them() -> None:
+    decoder = EventDecoder(MAPPING, TOPICS)
+    for sent, expected in (("POSITIVE_INFINITY", "Infinity"), ("NEGATIVE_INFINITY", "-Infinity"), ("NaN", "NaN")):
+        change = decoder.decode("s.public.docs", event("c", {**DOC, "price": sent}))
+        assert change.row is not None and change.row[4] == expected

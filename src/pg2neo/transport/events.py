@@ -44,8 +44,17 @@ def _is_placeholder(value: Any) -> bool:
     return value in (PLACEHOLDER, _PLACEHOLDER_HEX) or (isinstance(value, list) and value == [PLACEHOLDER])
 
 
-def _numeric_text(value: Any) -> str:
+# Debezium's names for numeric's special values (decimal.handling.mode=string), as PostgreSQL writes them.
+_SPECIAL_NUMERIC = {"POSITIVE_INFINITY": "Infinity", "NEGATIVE_INFINITY": "-Infinity", "NAN": "NaN"}
+
+
+def _decimal_text(value: Any) -> str:
     text = str(value)
+    return _SPECIAL_NUMERIC.get(text.upper(), text)
+
+
+def _numeric_text(value: Any) -> str:
+    text = _decimal_text(value)
     try:
         number = Decimal(text)
     except InvalidOperation as exc:
@@ -87,8 +96,8 @@ def _scalar(kind: ValueKind | None, type_name: str, select_as: SelectAs) -> Call
         if select_as is SelectAs.TEXT:
             return _numeric_text
         if select_as is SelectAs.FLOAT:
-            return lambda v: float(Decimal(str(v)))
-        return lambda v: Decimal(str(v))
+            return lambda v: float(Decimal(_decimal_text(v)))
+        return lambda v: Decimal(_decimal_text(v))
     if kind is ValueKind.INT:
         return int
     if kind is ValueKind.FLOAT:
