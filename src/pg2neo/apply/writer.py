@@ -207,7 +207,8 @@ class GraphWriter:
                     owners = [{"o": awaiting.owner_token(node, r["k"]), "v": r["v"]} for r in rows]
                     tx.run(awaiting.forget_owned, rows=owners, **common).consume()
                 for definition, tokens in waits.items():
-                    params = {"tokens": tokens, "def": definition, **common}
+                    # Once each: a pending relationship resolved for a token's first copy is gone for its second.
+                    params = {"tokens": list(dict.fromkeys(tokens)), "def": definition, **common}
                     tx.run(awaiting.resolve_statement[definition], params).consume()
         for table, writes in batch.nodes.items():
             node = writes.table
@@ -217,7 +218,7 @@ class GraphWriter:
                 _count(refused, node.label, len(rows) - (0 if record is None else int(record["applied"])))
                 by_definition = awaiting.upsert_tokens(node, upserts) if anything_waits else {}
                 for resolver in awaiting.resolvers.get(node.label, []):
-                    found = by_definition.get(resolver.definition)
+                    found = list(dict.fromkeys(by_definition.get(resolver.definition, [])))
                     if found:
                         tx.run(resolver.statement, {"tokens": found, "def": resolver.definition, **common}).consume()
         for table, writes in batch.nodes.items():

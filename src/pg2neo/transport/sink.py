@@ -456,10 +456,8 @@ class Sink:
             self._report_lag()
         try:
             self.writer.sweep()
-        except Exception as exc:
-            if not about_the_servers(exc):
-                raise
-            event(log, "sweep_deferred", logging.WARNING, error=type(exc).__name__)
+        except Exception as exc:  # a sweep that fails is tried again at the next period; the worker goes on
+            event(log, "sweep_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}"[:500])
         if self._high_epoch <= self._marked_epoch:
             return
         try:

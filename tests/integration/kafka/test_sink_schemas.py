@@ -8,6 +8,7 @@ graph trigger mode writes from the same rows must be the same graph, down to eac
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections import Counter
@@ -116,6 +117,8 @@ def apply_check_fixes(source: KafkaSource) -> None:
 
 
 def _frozen(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"  # equal to itself, unlike the float
     if isinstance(value, list):
         return tuple(_frozen(v) for v in value)
     if isinstance(value, dict):
