@@ -220,4 +220,4 @@ def test_the_schema_through_kafka_gives_the_graph_trigger_mode_gives(
             f"only by triggers: {list((by_triggers - through_kafka).items())[:5]}"
         )
         assert kafka_hashes == node_hashes(driver)
-        assert len(kafka_hashes) > 20
+        assert len(kafka_hashes) >= 8  # the second schema ends with 10 nodes, the reference with hundreds
