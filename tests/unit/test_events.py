@@ -15,7 +15,7 @@ from pg2neo.apply.endpoints import Awaiting, token
 from pg2neo.errors import MappingError
 from pg2neo.mapping.plan import Column, ForeignKeyRel, Mapping, NodeTable, SelectAs, ValueKind
 from pg2neo.transport.debezium import PLACEHOLDER
-from pg2neo.transport.events import ORDINAL_BITS, UNAVAILABLE, BadEvent, EventDecoder, source_position
+from pg2neo.transport.events import UNAVAILABLE, BadEvent, EventDecoder, source_position
 
 
 def col(name: str, kind: ValueKind, type_name: str, select: SelectAs = SelectAs.RAW, **kw: Any) -> Column:
@@ -95,8 +95,8 @@ def test_a_create_decodes_to_the_forms_the_reader_gives() -> None:
         bytes.fromhex("deadbeef"),
         ["a", "b"],
     ]
-    # the version: the commit before it (sequence[0]) shifted left, its place in the transaction below
-    assert change.position.epoch == 4000 << ORDINAL_BITS
+    # the version: the change's own LSN (not sequence[0], which a Connect restart restores too late)
+    assert change.position.epoch == 5000
 
 
 def test_a_foreign_key_by_reference_carries_the_referenced_value_converted_as_the_target_converts_it() -> None:
@@ -142,14 +142,12 @@ def test_bad_events_say_what_is_wrong(value: bytes, reason: str) -> None:
         EventDecoder(MAPPING, TOPICS).decode("s.public.docs", value)
 
 
-def test_positions_follow_commit_order_and_place_in_the_transaction() -> None:
+def test_positions_are_the_change_lsn_and_snapshot_reads_rank_below_every_change() -> None:
     snapshot = source_position({"lsn": 3000, "snapshot": "true"})
-    first = source_position({"lsn": 3500, "sequence": '["3000", "3500"]'}, {"total_order": 1})
-    second = source_position({"lsn": 3400, "sequence": '["3000", "3400"]'}, {"total_order": 2})
-    later = source_position({"lsn": 3450, "sequence": '["3900", "3450"]'}, {"total_order": 1})
-    assert snapshot.snapshot and snapshot.epoch <= first.epoch < second.epoch < later.epoch
-    unknown_predecessor = source_position({"lsn": 4100, "sequence": '[null, "4100"]'})
-    assert unknown_predecessor.epoch == 4100 << ORDINAL_BITS
+    # a transaction open during the snapshot wrote below its LSN, and must still win over the snapshot's row
+    in_flight = source_position({"lsn": 2900, "sequence": '["2800", "2900"]'})
+    replayed = source_position({"lsn": 2900, "sequence": '["9999", "2900"]'})  # sequence[0] restored late
+    assert snapshot.snapshot and snapshot.epoch == 0 < in_flight.epoch == replayed.epoch == 2900
 
 
 def test_tokens_are_equal_for_equal_values_from_either_side() -> None:

@@ -363,6 +363,13 @@ PENDING_INDEXES: tuple[LiteralString, ...] = (
     f"CREATE INDEX `pg2neo_pending_key` IF NOT EXISTS FOR (p:{PENDING_LABEL}) ON (p.{REL_KEY})",
 )
 PENDING_COUNT: LiteralString = f"MATCH (p:{PENDING_LABEL}) RETURN count(p) AS c"
+# The base of a Kafka sink group's versions: the graph's epoch mark when the group first ran, kept for the group.
+SINK_BASE: LiteralString = (
+    f"OPTIONAL MATCH (h:{EPOCH_LABEL} {{name: 'epoch'}})\n"
+    f"WITH coalesce(h.high, 0) AS high\n"
+    f"MERGE (c:{CHECKPOINT_LABEL} {{name: $name}}) ON CREATE SET c.last_seq = high\n"
+    f"RETURN c.last_seq AS base"
+)
 # The Kafka sink's stored positions of one consumer group (`$prefix` = "kafka:<group>:").
 SINK_CHECKPOINTS: LiteralString = (
     f"MATCH (c:{CHECKPOINT_LABEL}) WHERE c.name STARTS WITH $prefix "

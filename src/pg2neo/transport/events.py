@@ -142,20 +142,18 @@ def key_text(column: Column, value: Any) -> str:
     return str(value)
 
 
-# Bits of an epoch below the transaction's position: the event's place in its transaction (with
-# `provide.transaction.metadata`; 0 without), capped.
-ORDINAL_BITS = 20
-
-
 @dataclass(frozen=True)
 class SourcePosition:
-    """Where an event stands in PostgreSQL's commit order, as the epoch its writes carry.
+    """Where an event stands in PostgreSQL's history, as the version its writes carry (before the sink's base).
 
-    A transaction's position is the commit LSN of the transaction streamed before it (Debezium's
-    `source.sequence[0]`): it grows from one transaction to the next in commit order, and every event of one
-    transaction shares it. Snapshot reads carry the snapshot's LSN, which no transaction streamed after the snapshot
-    is below. When the predecessor is unknown (`null`: the first transaction after a connector's first start), the
-    event's own LSN stands in. The epoch is `position << ORDINAL_BITS | place in the transaction`.
+    A streamed change's version is its own LSN (`source.lsn`). Changes to one row follow each other in LSN order
+    whatever the transactions around them (the second waits for the first's row lock, so it is written later), and
+    so do a row and the rows its foreign keys reference (the check takes a lock on the referenced row); a change
+    re-sent by Debezium after a restart carries the same LSN, so replays are idempotent. Snapshot reads carry 0: a
+    transaction that was open during the snapshot can have written its rows at LSNs below the snapshot's, and its
+    changes must still win over the snapshot's rows. (Debezium's `source.sequence[0]`, the commit before the event's
+    transaction, is not used: after a Connect restart it is restored from the last committed offset, later than the
+    replayed transactions' own predecessors, and replayed events then outranked newer ones.)
     """
 
     epoch: int
@@ -163,28 +161,17 @@ class SourcePosition:
     commit_ms: int | None
 
 
-def source_position(source: dict[str, Any], transaction: Any = None) -> SourcePosition:
-    lsn = source.get("lsn")
-    sequence = source.get("sequence")
-    previous: Any = None
-    if isinstance(sequence, str):
-        try:
-            parsed = json.loads(sequence)
-            previous = parsed[0] if isinstance(parsed, list) and parsed else None
-        except ValueError:
-            previous = None
+def source_position(source: dict[str, Any]) -> SourcePosition:
     snapshot = str(source.get("snapshot", "false")) not in ("false", "")
-    value = lsn if snapshot or previous is None else previous
-    if value is None:
+    lsn = source.get("lsn")
+    if lsn is None:
         raise BadEvent("the event has no source position (source.lsn)")
     try:
-        position = int(value)
+        position = int(lsn)
     except (TypeError, ValueError) as exc:
-        raise BadEvent(f"the event's source position {value!r} is not an LSN") from exc
-    order = transaction.get("total_order") if isinstance(transaction, dict) and not snapshot else None
-    ordinal = min(int(order), (1 << ORDINAL_BITS) - 1) if isinstance(order, int) and order > 0 else 0
+        raise BadEvent(f"the event's source position {lsn!r} is not an LSN") from exc
     ts = source.get("ts_ms")
-    return SourcePosition(position << ORDINAL_BITS | ordinal, snapshot, int(ts) if isinstance(ts, int) else None)
+    return SourcePosition(0 if snapshot else position, snapshot, int(ts) if isinstance(ts, int) else None)
 
 
 @dataclass(frozen=True)
@@ -243,7 +230,7 @@ class EventDecoder:
         if not isinstance(event, dict) or "op" not in event or not isinstance(event.get("source"), dict):
             raise BadEvent("not a Debezium change event (no `op` and `source`; schemas.enable must be false)")
         op = event["op"]
-        position = source_position(event["source"], event.get("transaction"))
+        position = source_position(event["source"])
         if op == "t":
             return Change(entry, op, (), None, position)
         if op == "d":

@@ -9,10 +9,11 @@ mapping is resolved once, at start).
   this worker started from, so two workers briefly given one partition in a rebalance never both apply it. Kafka
   offsets are committed only after, as a hint for lag tools. On every assignment the worker seeks to the offsets
   Neo4j holds (the beginning when it holds none).
-- **Version guard by source position**: every row carries its own epoch (`events.SourcePosition`: the commit
-  position of its transaction and its place in it); a replayed or late event never overwrites newer state, and a
-  delete is never undone. The graph-wide epoch mark is raised now and then, not claimed by every write (the
-  workers would take turns on it).
+- **Version guard by source position**: every row carries its own version, `base` + its change's LSN
+  (`events.SourcePosition`; snapshot reads `base` + 0), where `base` is the graph's epoch mark when the group first
+  ran (0 on an empty graph; a graph written by trigger mode before keeps being overwritten). A replayed or late
+  event never overwrites newer state, and a delete is never undone. The graph-wide epoch mark is raised now and
+  then, not claimed by every write (the workers would take turns on it).
 - **Relationships in any order**: an end node that has not arrived yet is waited for (`apply/endpoints.py`), never
   created empty; a foreign key that references non-key columns finds its target by those properties.
 - **TOAST**: an unchanged large value arrives as a placeholder; the value from an earlier event of the same key in
@@ -35,7 +36,7 @@ from prometheus_client import Counter, Gauge
 
 from pg2neo.apply.batch import RowFailure
 from pg2neo.apply.core import UNSTORABLE, Applier, DeadLetter, Epoch, ReadRow
-from pg2neo.apply.cypher import CHECKPOINT_LABEL, REL_KEY, q
+from pg2neo.apply.cypher import CHECKPOINT_LABEL, REL_KEY, SINK_BASE, q
 from pg2neo.apply.failures import about_the_servers
 from pg2neo.apply.writer import Checkpoint, GraphWriter
 from pg2neo.errors import CheckpointFenced, MappingError
@@ -124,6 +125,7 @@ class Sink:
         self._producer: Any = None
         self._expected: dict[tuple[str, int], int | None] = {}  # the offset Neo4j holds, per assigned partition
         self._high_epoch = 0
+        self.base = 0
         self._marked_epoch = 0
         self._marked_at = 0.0
 
@@ -134,6 +136,7 @@ class Sink:
     def _open(self) -> None:
         from confluent_kafka import Consumer, Producer
 
+        self.base = self._read_base()
         settings: dict[str, Any] = {}
         if self.config.instance_id:
             settings["group.instance.id"] = self.config.instance_id
@@ -156,6 +159,21 @@ class Sink:
             {"bootstrap.servers": self.config.bootstrap_servers, "acks": "all", "enable.idempotence": True}
         )
         self._consumer.subscribe(sorted(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def _read_base(self) -> int:
+        """The graph's epoch mark when this group first ran (0 on an empty graph), kept in Neo4j for the group."""
+        name = f"kafka:{self.config.group_id}:base"
+        while True:
+            try:
+                with self.driver.session(database=self.database) as session:
+                    record = session.execute_write(
+                        lambda tx: tx.run(SINK_BASE, name=name).single()  # one write: every worker reads the same
+                    )
+                return 0 if record is None else int(record["base"])
+            except Exception as exc:
+                if not about_the_servers(exc):
+                    raise
+                self._wait("reading the group's base version", exc, BACKOFF_START)
 
     def _stored_offsets(self, names: list[str]) -> dict[str, int]:
         while True:
@@ -296,18 +314,18 @@ class Sink:
             except BadEvent as exc:
                 pending.dead.append((message, str(exc)))
                 continue
-            self._high_epoch = max(self._high_epoch, change.position.epoch)
+            version = self.base + change.position.epoch
+            self._high_epoch = max(self._high_epoch, version)
             if change.op == "t":
                 self._write(topic, partition, name, pending, message.offset())
                 pending = _Pending()
-                self.writer.truncate_up_to(change.entry.table, change.position.epoch)
+                self.writer.truncate_up_to(change.entry.table, version)
                 continue
-            self._gather(pending, change, message)
+            self._gather(pending, change, message, version)
         self._write(topic, partition, name, pending, messages[-1].offset() + 1)
         return True
 
-    def _gather(self, pending: _Pending, change: Change, message: Any) -> None:
-        version = change.position.epoch
+    def _gather(self, pending: _Pending, change: Change, message: Any, version: int) -> None:
         pending.high = max(pending.high, version)
         if change.position.commit_ms is not None:
             pending.source_ms = change.position.commit_ms
