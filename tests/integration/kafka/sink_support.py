@@ -223,13 +223,13 @@ def sink_process(source: KafkaSource, *extra: str) -> subprocess.Popen[bytes]:
     env["PYTHONPATH"] = os.pathsep.join(sys.path)
     # Each worker's log next to the mapping file (the test's tmp_path), for the failure's story.
     logs = sorted(source.mapping_file.parent.glob("sink-*.log"))
-    log = (source.mapping_file.parent / f"sink-{len(logs):02d}.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "pg2neo", "--mapping", str(source.mapping_file), "--log-json", "sink", "run", *args],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with (source.mapping_file.parent / f"sink-{len(logs):02d}.log").open("wb") as log:  # the child keeps its copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "pg2neo", "--mapping", str(source.mapping_file), "--log-json", "sink", "run", *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def worker_logs(source: KafkaSource, lines: int = 30) -> str:

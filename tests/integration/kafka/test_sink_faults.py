@@ -171,7 +171,6 @@ def test_twenty_sigkills_of_a_worker_lose_and_duplicate_nothing(
         _stop(worker)
 
 
-@pytest.mark.soak  # `make soak`: it found two losses this session; after their fixes it has not passed enough runs
 def test_broker_and_connect_restarts_neo4j_down_and_a_rebalance(
     graph: Connections, kafka_source_factory: Callable[[str, str], KafkaSource], owned_stack: LocalStack
 ) -> None:
