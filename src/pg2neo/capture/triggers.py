@@ -7,9 +7,8 @@ Each mapped table gets a generated PL/pgSQL function and AFTER INSERT/UPDATE/DEL
 row's key (not its image) in `pg2neo.changes`, in the writing transaction: the change is queued if and only if the
 write commits. The applier re-reads the rows it is told about, so a queued key always leads to the latest committed
 state. An UPDATE that changes no mapped column queues nothing (the trigger's WHEN clause, evaluated without
-calling PL/pgSQL; on a table whose every column is mapped, a whole-row comparison: see `_update_trigger`).
-TRUNCATE queues one statement-level event; TRUNCATE of one partition of a mapped partitioned table (which does not
-fire the parent's trigger) queues a delete for each of its rows, read just before they go.
+calling PL/pgSQL). TRUNCATE queues one statement-level event; TRUNCATE of one partition of a mapped partitioned
+table (which does not fire the parent's trigger) queues a delete for each of its rows, read just before they go.
 
 Who may do what (docs/operations.md, "Privileges and roles"): the capture functions are SECURITY DEFINER, owned by
 the role that ran `pg2neo init`, with a pinned search_path, so the application's roles need no privilege on the
@@ -175,7 +174,8 @@ def table_statements(entry: NodeTable | JoinTable, referrers: tuple[Referrer, ..
     # lives in the function (plpgsql keeps its expressions). The "no watched column changed" test stays a WHEN
     # clause: PostgreSQL follows a renamed column there and refuses to drop one, where a function naming the
     # column in text would make the application's UPDATE fail after the rename (a subtransaction to catch that
-    # cost as much as the WHEN clause saves). See `_update_trigger` for its two forms.
+    # cost as much as the WHEN clause saves).
+    watched = _watched(entry)
     body = sql.SQL(
         """
 BEGIN{skip_own}
@@ -211,58 +211,22 @@ END
         sql.SQL("CREATE TRIGGER {name} AFTER INSERT OR DELETE ON {target} FOR EACH ROW EXECUTE FUNCTION {fn}()").format(
             name=sql.Identifier(TRIGGER_ROW), target=target, fn=fn
         ),
-        _update_trigger(entry, fn, _watched(entry)),
+        sql.SQL(
+            "CREATE TRIGGER {name} AFTER UPDATE ON {target} FOR EACH ROW WHEN ({old} IS DISTINCT FROM {new}) "
+            "EXECUTE FUNCTION {fn}()"
+        ).format(
+            name=sql.Identifier(TRIGGER_UPDATE),
+            target=target,
+            old=_row_of("OLD", watched),
+            new=_row_of("NEW", watched),
+            fn=fn,
+        ),
         sql.SQL(
             "CREATE TRIGGER {name} AFTER TRUNCATE ON {target} FOR EACH STATEMENT "
             "EXECUTE FUNCTION pg2neo.capture_truncate()"
         ).format(name=sql.Identifier(TRIGGER_TRUNCATE), target=target),
         *_always(target, (TRIGGER_ROW, TRIGGER_UPDATE, TRIGGER_TRUNCATE)),
     ]
-
-
-def _update_trigger(
-    entry: NodeTable | JoinTable, fn: sql.Composable, watched: list[tuple[str, bool]]
-) -> sql.Composable:
-    """The AFTER UPDATE trigger, with a WHEN clause that lets through only updates that change a watched column.
-
-    PostgreSQL reads a trigger's WHEN clause back from its stored text and plans it again for every statement: with
-    one Var per watched column on each side, that was most of the capture's cost on a single-row UPDATE (measured:
-    about 150k of 260k instructions). When every column of the table is watched, the whole-row binary comparison
-    `OLD *<> NEW` says the same in three nodes: it is defined for every type (no equality operator needed), sees a
-    change of any column, and only adds an event where a value changed form but not meaning (numeric 1.5 -> 1.50),
-    which the applier re-reads harmlessly. A table with an unwatched column keeps the per-column comparison, so an
-    update of only that column queues nothing. Which form applies is decided from the catalog when `init` runs
-    (a column added later to a table with the whole-row form makes its updates queue too, never fail).
-    """
-    target = sql.Identifier(entry.schema, entry.name)
-    head = sql.SQL("CREATE TRIGGER {name} AFTER UPDATE ON {target} FOR EACH ROW WHEN (").format(
-        name=sql.Identifier(TRIGGER_UPDATE), target=target
-    )
-    per_column = sql.SQL("{} IS DISTINCT FROM {}").format(_row_of("OLD", watched), _row_of("NEW", watched))
-    # Partitioned tables keep the per-column form: their WHEN clause is rewritten onto each partition.
-    choose = sql.SQL(
-        """
-BEGIN
-    EXECUTE {head} || CASE
-        WHEN (SELECT c.relkind = 'r' FROM pg_catalog.pg_class c WHERE c.oid = {regclass}::pg_catalog.regclass)
-         AND NOT EXISTS (
-            SELECT 1 FROM pg_catalog.pg_attribute a
-            WHERE a.attrelid = {regclass}::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped
-              AND a.attname::pg_catalog.text <> ALL ({watched}::pg_catalog.text[]))
-        THEN {whole_row}
-        ELSE {per_column}
-    END || {tail};
-END
-"""
-    ).format(
-        head=sql.Literal(head.as_string()),
-        regclass=sql.Literal(target.as_string()),
-        watched=sql.Literal([name for name, _ in watched]),
-        whole_row=sql.Literal("OLD OPERATOR(pg_catalog.*<>) NEW"),
-        per_column=sql.Literal(per_column.as_string()),
-        tail=sql.Literal(sql.SQL(") EXECUTE FUNCTION {}()").format(fn).as_string()),
-    )
-    return sql.SQL("DO {}").format(sql.Literal(choose.as_string()))
 
 
 def _always(target: sql.Composable, names: tuple[str, ...]) -> list[sql.Composable]:
