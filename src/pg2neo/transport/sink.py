@@ -34,8 +34,7 @@ from typing import Any
 from neo4j import Driver
 from prometheus_client import Counter, Gauge
 
-from pg2neo.apply.batch import RowFailure
-from pg2neo.apply.core import UNSTORABLE, Applier, DeadLetter, Epoch, ReadRow
+from pg2neo.apply.core import UNSTORABLE, Applier, Epoch, ReadRow
 from pg2neo.apply.cypher import CHECKPOINT_LABEL, REL_KEY, SINK_BASE, q
 from pg2neo.apply.failures import about_the_servers
 from pg2neo.apply.writer import Checkpoint, GraphWriter
@@ -361,7 +360,7 @@ class Sink:
         applied = self.applier.write(reads, epoch, checkpoint, built=batch)
         if not applied.checkpointed:  # bisected: the rows Neo4j refused go out first
             refused = [d for d in applied.dead if d.error_class != UNSTORABLE]
-            self._send_dead_letters([(by_key[(d.failure.table, d.failure.key)], _reason(d)) for d in refused])
+            self._send_dead_letters([(by_key[(d.failure.table, d.failure.key)], d.failure.reason) for d in refused])
             self.applier.checkpoint(epoch, checkpoint)
         self._expected[(topic, partition)] = next_offset
         applied_rows = len(reads) - len(applied.dead)
@@ -487,10 +486,6 @@ class Sink:
             event(log, "epoch_mark_deferred", logging.WARNING, error=type(exc).__name__)
 
 
-def _reason(dead: DeadLetter) -> str:
-    return dead.failure.reason
-
-
 def _filled(row: tuple[Any, ...], earlier: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(e if v is UNAVAILABLE else v for v, e in zip(row, earlier, strict=True))
 
@@ -505,4 +500,4 @@ def _reader_form(value: Any) -> Any:
     return value
 
 
-__all__ = ["RowFailure", "Sink", "SinkConfig", "SinkCounts", "checkpoint_name"]
+__all__ = ["Sink", "SinkConfig", "SinkCounts", "checkpoint_name"]

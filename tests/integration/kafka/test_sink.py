@@ -128,12 +128,10 @@ def test_bad_events_are_dead_lettered_and_the_rest_lands(
         source.register()
         producer = Producer({"bootstrap.servers": servers})
         topic = source.topic("people")
-        good: dict[str, Any] = {"op": "c", "source": {"lsn": 1, "snapshot": "false"}}
         producer.produce(topic, key=b'{"id": 999}', value=b"{not json")
         producer.produce(topic, key=b'{"id": 998}', value=b'{"op": "c", "source": {"lsn": 1}, "after": {"id": 998}}')
         producer.produce(topic, key=b'{"id": 997}', value=b'{"op": "x", "source": {"lsn": 1}}')
         producer.produce(topic, key=b'{"id": 996}', value=b'{"after": {}}')
-        assert good  # the shapes above differ from a good event in one way each
         producer.flush(10)
         del producer
         worker = SinkThread(Sink(sink_config(source), driver, mapping))
