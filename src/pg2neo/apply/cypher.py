@@ -597,6 +597,18 @@ TRUNCATE_PENDING: LiteralString = (
 )
 
 
+def awaiting_node_lock(table: NodeTable) -> str:
+    """Take the write locks of the nodes a delete is about to remove, before the relationships into them are read
+    (`incoming`): a concurrent delete of one of those relationships (another worker, another topic) locks both its
+    ends, so it either commits before the read (the relationship is gone, nothing waits) or waits for this
+    transaction, after which its `forget` finds the pending relationship made here and removes it."""
+    lock = f"{INTERNAL_PREFIX}lock"
+    return (
+        f"UNWIND $rows AS r\nMATCH (n:{q(table.label)} {_key_map(table.key_props, 'r.k')})\n"
+        f"SET n.{lock} = true\nREMOVE n.{lock}"
+    )
+
+
 def awaiting_node_delete(table: NodeTable) -> str:
     """Delete nodes under the version guard, except one that a newer relationship points at (its row came back)."""
     label = q(table.label)

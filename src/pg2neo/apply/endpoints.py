@@ -26,6 +26,7 @@ from pg2neo.apply.cypher import (
     awaiting_join_statements,
     awaiting_link_statements,
     awaiting_node_delete,
+    awaiting_node_lock,
     awaiting_node_upsert,
     awaiting_truncate,
     join_statements,
@@ -121,6 +122,7 @@ class Awaiting:
         self.joins: dict[str, JoinPlan] = {}
         # Rows carry their own versions ("v"): the node upserts and join clears are the plain ones, guarded by r.v.
         self.deletes: dict[str, str] = {n.table: awaiting_node_delete(n) for n in mapping.nodes}
+        self.locks: dict[str, str] = {n.table: awaiting_node_lock(n) for n in mapping.nodes}
         self.upserts: dict[str, str] = {n.table: awaiting_node_upsert(n) for n in mapping.nodes}
         self.clears: dict[str, str] = {j.table: join_statements(j, "r.v").clear for j in mapping.joins}
         self.resolvers: dict[str, list[Resolver]] = {}  # by node label

@@ -194,7 +194,10 @@ class GraphWriter:
                 # Relationships into the nodes about to go wait for them to come back (a key change: the new node
                 # may be in this batch, in a later one, or already here).
                 waits: dict[str, list[str]] = {}
-                for incoming in awaiting.incoming.get(node.label, []):
+                incomings = awaiting.incoming.get(node.label, [])
+                if incomings:
+                    tx.run(awaiting.locks[table], rows=rows).consume()
+                for incoming in incomings:
                     records = tx.run(incoming.statement, rows=rows).data()
                     if records:
                         pending, tokens = awaiting.waiting_rows(incoming, records)
@@ -235,9 +238,13 @@ class GraphWriter:
             ]
             clear += [{"key": u["key"], "a": u["a"], "b": u["b"], "v": u["v"]} for u in joins.upserts]
             for clear_rows in chunks(clear):
+                # Forget, clear, forget again: the first waits out a concurrent resolve of the row's pending
+                # relationship (so the clear then sees the relationship it made); the second removes one that a
+                # concurrent delete of an end node made of the relationship while the clear waited for that node.
                 tx.run(jplan.statements.forget, {"rows": clear_rows, **params}).consume()
                 record = tx.run(awaiting.clears[table], {"rows": clear_rows, **params}).single()
                 _count(refused, joins.table.type, 0 if record is None else int(record["refused"]))
+                tx.run(jplan.statements.forget, {"rows": clear_rows, **params}).consume()
             for join_rows in chunks(joins.upserts):
                 sent = awaiting.join_rows(jplan, join_rows)
                 record = tx.run(jplan.statements.upsert, {"rows": sent, **params}).single()
