@@ -55,6 +55,32 @@ def record(pg_dsn: str, report: VerifyReport) -> None:
         record_drift(conn, report.mode, value)
 
 
+# The share of the time a background check may work: it runs in a thread of the service, and a check of many recently
+# changed rows (a busy minute at thousands of changes per second) would otherwise hold the interpreter and Neo4j for
+# minutes, while the applier falls behind the very changes it is checking. A full check holds one PostgreSQL snapshot
+# from start to end (which holds back vacuum), so it gets a larger share than a recent one.
+CHECK_SHARE = 0.25
+FULL_CHECK_SHARE = 0.5
+
+
+class Pacer:
+    """Called between chunks of a check's work: sleeps so that the work between two calls takes at most `share` of
+    the elapsed time."""
+
+    def __init__(self, share: float = CHECK_SHARE, clock: Callable[[], float] = time.monotonic) -> None:
+        self.share = share
+        self.clock = clock
+        self.sleep: Callable[[float], None] = time.sleep
+        self._mark = clock()
+
+    def __call__(self, *_: object) -> None:
+        worked = self.clock() - self._mark
+        pause = worked * (1.0 - self.share) / self.share
+        if pause > 0:
+            self.sleep(pause)
+        self._mark = self.clock()
+
+
 def background_check(
     pg_dsn: str,
     driver: Driver,
@@ -62,12 +88,14 @@ def background_check(
     since_seconds: float | None,
     stale_after_seconds: float = 60.0,
     database: str = "neo4j",
+    pace: Pacer | None = None,
 ) -> VerifyReport:
-    """One check: the rows/nodes changed in the last `since_seconds`, or everything when None; gauges updated."""
+    """One check: the rows/nodes changed in the last `since_seconds`, or everything when None; gauges updated.
+    With `pace`, the check pauses between chunks (see `Pacer`)."""
     if since_seconds is None:
-        report = verify(pg_dsn, driver, mapping, database, keep_drifts=0)
+        report = verify(pg_dsn, driver, mapping, database, keep_drifts=0, progress=pace)
     else:
-        report = verify_recent(pg_dsn, driver, mapping, since_seconds, stale_after_seconds, database)
+        report = verify_recent(pg_dsn, driver, mapping, since_seconds, stale_after_seconds, database, pace=pace)
     publish(report, pg_dsn)
     record(pg_dsn, report)
     event(log, "drift_checked", mode=report.mode, seconds=round(report.seconds, 2), **report.totals())
@@ -122,7 +150,15 @@ class BackgroundCheck:
 
     def _check(self, since: float | None) -> None:
         try:
-            background_check(self.pg_dsn, self.driver, self.mapping, since, self.stale_after_seconds, self.database)
+            background_check(
+                self.pg_dsn,
+                self.driver,
+                self.mapping,
+                since,
+                self.stale_after_seconds,
+                self.database,
+                pace=None if not self.background else Pacer(FULL_CHECK_SHARE if since is None else CHECK_SHARE),
+            )
         except Exception as exc:  # a check must never stop the service
             event(log, "drift_check_failed", error=type(exc).__name__, detail=str(exc)[:200])
 

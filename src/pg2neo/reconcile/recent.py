@@ -8,6 +8,7 @@ A stale sync is a row changed more than `stale_after_seconds` after its node's `
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -66,10 +67,12 @@ def verify_recent(
     stale_after_seconds: float = 60.0,
     database: str = "neo4j",
     samples: int = 5,
+    pace: Callable[[], None] | None = None,
 ) -> VerifyReport:
     """Compare only the nodes (and their foreign-key relationships) whose row changed (`updated_at_column`) or
     whose node was synced within the last `since_seconds`; count stale syncs: rows changed more than
-    `stale_after_seconds` after their node's `_pg2neo_synced_at`."""
+    `stale_after_seconds` after their node's `_pg2neo_synced_at`. `pace` is called after each chunk of keys (the
+    background check sleeps there, so that it never takes more than its share of the service's CPU)."""
     started = time.monotonic()
     reader = KeyReader(mapping)
     reports: list[ScopeReport] = []
@@ -119,6 +122,8 @@ def verify_recent(
                                 stale += 1
                                 if len(stale_samples) < samples:
                                     stale_samples.append([node.label, *key_texts(record["k"]), f"{lag:.0f}s"])
+                if pace is not None:
+                    pace()
             for slot, scope in enumerate(mine):
                 report = ScopeReport(scope.name, scope.kind, len(pg_map[slot]), len(neo_map[slot]))
                 if slot == 0:
