@@ -6,7 +6,8 @@ queued rows, PREPARE TRANSACTION, one Neo4j transaction with the graph write and
 The plain commit goes through the same capture triggers (its event is queued for the asynchronous applier, which
 does not run during the measurement). The two kinds alternate commit by commit, so both see the same noise.
 Each commit: UPDATE of one person row (random id) and upsert of one member row, on a small three-table schema.
-Output: bench/results/strict[_quick].json (median, p99, ratio; machine; versions).
+Output: bench/results/strict[_quick].json (median, p99, ratio, phases, PostgreSQL round trips per commit; machine;
+versions).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import argparse
 import random
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +74,21 @@ UPSERT = (
 )
 
 
+def round_trips(conn: psycopg.Connection[Any], commit: Callable[[], None]) -> int:
+    """PostgreSQL round trips of one commit on `conn`: the messages after which the client waits for the server
+    (a simple Query, or the Sync that ends an extended-protocol statement or a pipeline), from libpq's trace."""
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            commit()
+        finally:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        messages = [line.rstrip("\n").split("\t") for line in trace]
+        return sum(1 for m in messages if m[0] == "F" and m[2:3] in (["Query"], ["Sync"]))
+
+
 def measure(bench: Bench, commits: int) -> dict[str, Any]:
     dsn = bench.fresh_db(DB)
     with bench.driver() as driver, psycopg.connect(dsn, autocommit=True) as admin:
@@ -93,28 +111,35 @@ def measure(bench: Bench, commits: int) -> dict[str, Any]:
         plain_ms: list[float] = []
         load_before = load()
         with psycopg.connect(dsn) as strict_conn, psycopg.connect(dsn) as plain_conn:
+
+            def commit(kind: str, args: tuple[Any, ...], member: tuple[Any, ...]) -> None:
+                if kind == "strict":
+                    with coordinator.transaction(strict_conn) as tx:
+                        tx.execute(UPDATE, args)
+                        tx.execute(UPSERT, member)
+                else:
+                    with plain_conn.transaction():
+                        plain_conn.execute(UPDATE, args)
+                        plain_conn.execute(UPSERT, member)
+
             for i in range(commits + 20):  # the first 20 of each warm up connections and caches
                 for kind in ("strict", "plain") if i % 2 == 0 else ("plain", "strict"):
                     args = (f"{kind} {i}", rng.randint(0, 1000), rng.randint(1, PEOPLE))
                     member = (args[2], rng.randint(1, 50), f"{kind} {i}")
                     started = time.perf_counter()
+                    commit(kind, args, member)
+                    elapsed = time.perf_counter() - started
+                    if i < 20:
+                        continue
+                    (strict_ms if kind == "strict" else plain_ms).append(elapsed * 1000)
                     if kind == "strict":
-                        with coordinator.transaction(strict_conn) as tx:
-                            tx.execute(UPDATE, args)
-                            tx.execute(UPSERT, member)
-                        elapsed = time.perf_counter() - started
-                        if i >= 20:
-                            strict_ms.append(elapsed * 1000)
-                            marks["start"] = started
-                            for name, begin, end in PHASES:
-                                phases[name].append((marks[end] - marks[begin]) * 1000)
-                    else:
-                        with plain_conn.transaction():
-                            plain_conn.execute(UPDATE, args)
-                            plain_conn.execute(UPSERT, member)
-                        elapsed = time.perf_counter() - started
-                        if i >= 20:
-                            plain_ms.append(elapsed * 1000)
+                        marks["start"] = started
+                        for name, begin, end in PHASES:
+                            phases[name].append((marks[end] - marks[begin]) * 1000)
+            trips = {
+                kind: round_trips(conn, partial(commit, kind, (kind, 0, 1), (1, 1, kind)))
+                for kind, conn in (("strict", strict_conn), ("plain", plain_conn))
+            }
         load_after = load()
         report = recover(admin, driver)
         while engine.apply_next():
@@ -124,6 +149,7 @@ def measure(bench: Bench, commits: int) -> dict[str, Any]:
     strict = {"median": median(strict_ms), "p99": percentile(strict_ms, 99), "max": max(strict_ms)}
     plain = {"median": median(plain_ms), "p99": percentile(plain_ms, 99), "max": max(plain_ms)}
     figures: dict[str, Any] = {"commits_each": commits, "strict_ms": strict, "plain_ms": plain}
+    figures["postgresql_round_trips_per_commit"] = trips
     figures["ratio"] = {"median": strict["median"] / plain["median"], "p99": strict["p99"] / plain["p99"]}
     figures["strict_phase_median_ms"] = {name: median(values) for name, values in phases.items()}
     figures["markers_removed_after"] = report.markers_removed
@@ -153,7 +179,10 @@ def main(quick: bool) -> dict[str, Any]:
     log(
         f"strict median {figures['strict_ms']['median']:.2f} ms p99 {figures['strict_ms']['p99']:.2f} ms; "
         f"plain median {figures['plain_ms']['median']:.2f} ms p99 {figures['plain_ms']['p99']:.2f} ms; "
-        f"ratio median {figures['ratio']['median']:.1f}x p99 {figures['ratio']['p99']:.1f}x -> {path}"
+        f"ratio median {figures['ratio']['median']:.1f}x p99 {figures['ratio']['p99']:.1f}x; "
+        f"PostgreSQL round trips per commit {figures['postgresql_round_trips_per_commit']}; "
+        f"strict phases (median ms) { ({k: round(v, 2) for k, v in figures['strict_phase_median_ms'].items()}) } "
+        f"-> {path}"
     )
     return {"strict": figures}
 

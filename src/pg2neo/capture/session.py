@@ -5,7 +5,7 @@ verify read rows back by it. Under a different `DateStyle`, `IntervalStyle`, `Ti
 `bytea_output` the same key would print differently and a row would be taken for a delete, so every one of those
 sessions pins the same values: the trigger functions with `SET` clauses (capture/triggers.py), pg2neo's own
 connections with `prepare_connection`, and a connection that is the application's (strict mode) with
-`pin_transaction`, for one transaction.
+`PIN_FOR_TRANSACTION`, for one transaction.
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ PINNED_SETTINGS = {
     "bytea_output": "hex",
 }
 PINNED_SETTINGS_SQL = "; ".join(f"SET {name} = '{value}'" for name, value in PINNED_SETTINGS.items())
-# The same for one transaction of a connection that is not pg2neo's own (strict mode reads in the application's).
-PINNED_SETTINGS_LOCAL_SQL = "; ".join(f"SET LOCAL {name} = '{value}'" for name, value in PINNED_SETTINGS.items())
+# The same for one transaction of a connection that is not pg2neo's own (strict mode reads in the application's):
+# `set_config(name, value, true)` is `SET LOCAL` as expressions, which can share one statement with other work.
+PIN_FOR_TRANSACTION = ", ".join(f"set_config('{name}', '{value}', true)" for name, value in PINNED_SETTINGS.items())
 
 
 def prepare_connection(conn: psycopg.Connection[Any]) -> None:
@@ -59,11 +60,3 @@ def prepare_connection(conn: psycopg.Connection[Any]) -> None:
         conn.adapters.register_loader(name, loader)
     if not conn.autocommit:
         conn.commit()
-
-
-def pin_transaction(cur: psycopg.Cursor[Any]) -> None:
-    """Pin the settings for the current transaction of a connection that is not pg2neo's (strict mode reads in the
-    application's), and load out-of-range dates and times on this cursor instead of failing."""
-    for name, loader in LENIENT_LOADERS.items():
-        cur.adapters.register_loader(name, loader)
-    cur.execute(PINNED_SETTINGS_LOCAL_SQL)

@@ -4,8 +4,9 @@ Place in the data flow: a synchronous shortcut beside capture -> queue -> apply.
 its own psycopg 3 connection; the capture triggers queue the keys as always. On exit the coordinator, still inside
 that transaction:
   1. takes the apply lock as a transaction-level advisory lock (`pg_advisory_xact_lock(APPLY_LOCK_KEY)`) and an
-     epoch from `pg2neo.epoch`, so the strict write is ordered with every applier batch;
-  2. re-reads the rows the transaction queued (`txid = pg_current_xact_id()`) and builds a `GraphBatch`;
+     epoch from `pg2neo.epoch`, so the strict write is ordered with every applier batch, and reads the changes the
+     transaction queued (`txid = pg_current_xact_id()`): one round trip (coordinate/read.py);
+  2. re-reads their rows, every table's in one more round trip, and builds a `GraphBatch`;
   3. opens one Neo4j transaction (server-side timeout) and writes in it, uncommitted, first the marker
      `(:_Pg2neoTx {gid})` (unique: from now on it holds the gid against recovery's veto), then the batch, both in
      one statement (coordinate/write.py) sent with the BEGIN: one round trip;
@@ -33,10 +34,9 @@ from psycopg.abc import Params, QueryNoTemplate
 from psycopg.pq import TransactionStatus
 
 from pg2neo.apply.batch import GraphBatch
-from pg2neo.apply.core import Applier, ReadRow
+from pg2neo.apply.core import Applier, Entry, Key
 from pg2neo.apply.cypher import MARKER_CONSTRAINT, MARKER_CREATE, MARKERS_AMONG
 from pg2neo.apply.writer import GraphWriter
-from pg2neo.capture.session import pin_transaction
 from pg2neo.coordinate.protocol import (
     STRICT_COMMITS,
     STRICT_ROLLBACKS,
@@ -46,13 +46,12 @@ from pg2neo.coordinate.protocol import (
     check_prepared_enabled,
     new_gid,
 )
+from pg2neo.coordinate.read import RowReader, lock_epoch_and_own_changes
 from pg2neo.coordinate.write import strict_write
 from pg2neo.errors import CoordinateError, EpochBehind
 from pg2neo.logs import event, get_logger
 from pg2neo.mapping.plan import Mapping
 from pg2neo.transport.epoch import advance_epoch
-from pg2neo.transport.queue import changes_of_this_transaction
-from pg2neo.transport.schema import apply_lock_for_transaction
 from pg2neo.transport.source import ChangeBatch
 
 log = get_logger("strict")
@@ -98,6 +97,7 @@ class StrictCoordinator:
         self.writer = GraphWriter(driver, mapping, database)
         # reads and maps; the write goes through `writer.write_in` in the explicit transaction of `_write_graph`
         self.applier = Applier(mapping, self.writer)
+        self.rows = RowReader(mapping)
         self._on_step = on_step
         self._checked = False
         self._marker_schema = False
@@ -206,31 +206,29 @@ class StrictCoordinator:
         )
 
     def _read_changes(self, conn: psycopg.Connection[Any], gid: str) -> tuple[GraphBatch, int] | None:
-        with conn.cursor() as cur:
-            # every setting that decides how a key prints as text, as the triggers and the applier have them: under
-            # the application's own DateStyle or bytea_output a key would not match and be taken for a delete
-            pin_transaction(cur)
-            epoch = apply_lock_for_transaction(cur)
-            changes = changes_of_this_transaction(cur)
-            if not changes:
-                return None
-            truncated = next((c.table for c in changes if c.op == "T"), None)
-            if truncated is not None:
-                raise StrictCommitFailed(
-                    f"strict transaction {gid} rolled back: TRUNCATE of {truncated} cannot run in a strict "
-                    "transaction (Neo4j empties a label in several transactions); run it as an ordinary write",
-                    gid,
-                    "postgresql",
-                )
-            mapped = [c for c in changes if self.mapping.entry(c.table) is not None]
-            if not mapped:
-                return None
-            reads: list[ReadRow] = []
-            for table, keys in ChangeBatch(mapped, "strict").keys_by_table().items():
-                entry = self.mapping.entry(table)
-                assert entry is not None
-                reads += self.applier.fetch(cur, entry, keys)
-            batch = self.applier.build(reads)
+        # two round trips (coordinate/read.py): the settings that decide how a key prints as text, pinned as the
+        # triggers and the applier have them (under the application's own DateStyle or bytea_output a key would not
+        # match and be taken for a delete), the apply lock, the epoch and the queued changes; then the rows
+        epoch, changes = lock_epoch_and_own_changes(conn)
+        if not changes:
+            return None
+        truncated = next((c.table for c in changes if c.op == "T"), None)
+        if truncated is not None:
+            raise StrictCommitFailed(
+                f"strict transaction {gid} rolled back: TRUNCATE of {truncated} cannot run in a strict "
+                "transaction (Neo4j empties a label in several transactions); run it as an ordinary write",
+                gid,
+                "postgresql",
+            )
+        mapped = [c for c in changes if self.mapping.entry(c.table) is not None]
+        if not mapped:
+            return None
+        wanted: list[tuple[Entry, list[Key]]] = []
+        for table, keys in ChangeBatch(mapped, "strict").keys_by_table().items():
+            entry = self.mapping.entry(table)
+            assert entry is not None
+            wanted.append((entry, keys))
+        batch = self.applier.build(self.rows.fetch(conn, wanted))
         if batch.failures:
             reasons = "; ".join(f"{f.table} {list(f.key)}: {f.reason}" for f in batch.failures[:5])
             raise StrictCommitFailed(

@@ -39,7 +39,7 @@ class QueueTotals(NamedTuple):
 def claim_changes(conn: psycopg.Connection[Any], limit: int) -> list[Change]:
     """The first `limit` queued changes in sequence order (nothing is removed: see `ack_changes`)."""
     rows = conn.execute("SELECT seq, tbl, op, key FROM pg2neo.changes ORDER BY seq LIMIT %s", (limit,)).fetchall()
-    return [Change(int(r[0]), str(r[1]), str(r[2]), None if r[3] is None else tuple(r[3])) for r in rows]
+    return [change_of(r) for r in rows]
 
 
 def ack_changes(conn: psycopg.Connection[Any], seqs: list[int]) -> None:
@@ -94,10 +94,13 @@ def empty_queue_if_installed(conn: psycopg.Connection[Any]) -> None:
         conn.execute("TRUNCATE pg2neo.changes")
 
 
-def changes_of_this_transaction(cur: psycopg.Cursor[Any]) -> list[Change]:
-    """The changes the current transaction queued itself, in order (strict mode, before it commits)."""
-    cur.execute("SELECT seq, tbl, op, key FROM pg2neo.changes WHERE txid = pg_current_xact_id() ORDER BY seq")
-    return [Change(int(r[0]), str(r[1]), str(r[2]), None if r[3] is None else tuple(r[3])) for r in cur.fetchall()]
+# The changes the current transaction queued itself, in order (strict mode, before it commits).
+OWN_CHANGES_SQL = "SELECT seq, tbl, op, key FROM pg2neo.changes WHERE txid = pg_current_xact_id() ORDER BY seq"
+
+
+def change_of(row: Any) -> Change:
+    """A `Change` from a row of (seq, tbl, op, key)."""
+    return Change(int(row[0]), str(row[1]), str(row[2]), None if row[3] is None else tuple(row[3]))
 
 
 class OutboxSource:

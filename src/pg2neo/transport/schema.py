@@ -132,15 +132,6 @@ def release_apply_lock(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SELECT pg_advisory_unlock(%s)", (APPLY_LOCK_KEY,))
 
 
-def apply_lock_for_transaction(cur: psycopg.Cursor[Any]) -> int:
-    """Take the apply lock for the current transaction (released at its end; a prepared transaction keeps it) and
-    return a new epoch, in one round trip (strict mode)."""
-    cur.execute("SELECT pg_advisory_xact_lock(%s), nextval('pg2neo.epoch')", (APPLY_LOCK_KEY,))
-    row = cur.fetchone()
-    assert row is not None
-    return int(row[1])
-
-
 @contextmanager
 def apply_lock(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
     """Hold the apply lock (a session advisory lock on `conn`) for the block; released unless `conn` is lost."""
