@@ -214,3 +214,69 @@ def test_every_role_and_replica_sessions_are_captured(db: Db) -> None:
             writer.execute("DELETE FROM reading_north WHERE id BETWEEN 200 AND 300")
         db.drain()
         db.synced()
+
+
+# The UPDATE trigger's two forms (capture/triggers.py, `_update_trigger`): `whole` maps every column (UPDATE OF all of
+# them, rows compared byte for byte), `picked` leaves `note` out (the watched columns compared one by one), and its
+# BEFORE trigger changes a watched column whatever the UPDATE sets.
+UPDATE_FORMS_SCHEMA = """
+CREATE TABLE whole (id integer PRIMARY KEY, name text, version integer NOT NULL DEFAULT 1, doc json);
+CREATE TABLE picked (id integer PRIMARY KEY, name text, version integer NOT NULL DEFAULT 1, note text);
+CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.version := OLD.version + 1; RETURN NEW; END $$;
+CREATE TRIGGER bump BEFORE UPDATE ON picked FOR EACH ROW EXECUTE FUNCTION bump();
+INSERT INTO whole VALUES (1, 'a', 1, '{"x": 1}');
+INSERT INTO picked VALUES (1, 'a', 1, 'n');
+"""
+
+UPDATE_FORMS_MAPPING = """
+nodes:
+  - table: whole
+    label: Whole
+  - table: picked
+    label: Picked
+    properties: {include: [name, version]}
+"""
+
+
+def test_update_trigger_queues_every_watched_change_and_only_those(
+    pg_dsn: str, graph: Connections, tmp_path: Path
+) -> None:
+    path = tmp_path / "mapping.yaml"
+    path.write_text(UPDATE_FORMS_MAPPING)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn, graph.driver() as driver:
+        conn.execute(UPDATE_FORMS_SCHEMA)
+        install.init(conn, driver, load_mapping(path, conn))
+
+        def queued(statement: str) -> list[tuple[str, str]]:
+            conn.execute("DELETE FROM pg2neo.changes")
+            conn.execute(statement)
+            return [(r[0], r[1]) for r in conn.execute("SELECT tbl, op::text FROM pg2neo.changes ORDER BY seq")]
+
+        forms = dict(
+            conn.execute(
+                "SELECT tgrelid::regclass::text, pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = %s",
+                ("pg2neo_capture_update",),
+            ).fetchall()
+        )
+        assert "AFTER UPDATE OF id, name, version, doc ON" in forms["whole"]
+        assert "AFTER UPDATE ON" in forms["picked"] and "note" not in forms["picked"]
+
+        # Every column watched: a rewrite with the same values queues nothing, a change of any column queues it
+        # (json has no equality operator: the bytes are compared).
+        assert queued("UPDATE whole SET name = name, doc = doc") == []
+        assert queued("""UPDATE whole SET doc = '{"x": 2}'""") == [("public.whole", "U")]
+        with pytest.raises(psycopg.errors.DependentObjectsStillExist):
+            conn.execute("ALTER TABLE whole DROP COLUMN doc")
+        conn.execute("ALTER TABLE whole RENAME COLUMN name TO title")  # the trigger follows the rename
+        assert queued("UPDATE whole SET title = 'b'") == [("public.whole", "U")]
+        conn.execute("ALTER TABLE whole RENAME COLUMN title TO name")
+
+        # Some columns watched: the BEFORE trigger's change of `version` is queued although the UPDATE sets only
+        # `note`; without it, a change of `note` alone queues nothing, and `note` may be dropped.
+        assert queued("UPDATE picked SET note = 'changed'") == [("public.picked", "U")]
+        conn.execute("ALTER TABLE picked DISABLE TRIGGER bump")
+        assert queued("UPDATE picked SET note = 'again'") == []
+        assert queued("UPDATE picked SET name = 'b'") == [("public.picked", "U")]
+        with pytest.raises(psycopg.errors.DependentObjectsStillExist):
+            conn.execute("ALTER TABLE picked DROP COLUMN name")
+        conn.execute("ALTER TABLE picked DROP COLUMN note")
