@@ -16,7 +16,8 @@ from prometheus_client import start_http_server
 from rich.table import Table
 
 from pg2neo.cli.app import app, console, settings
-from pg2neo.devstack.stack import LocalStack
+from pg2neo.cli.kafka_common import DeadLetterOption, ServersOption
+from pg2neo.cli.kafka_common import bootstrap_servers as _servers
 from pg2neo.errors import ConfigError
 from pg2neo.mapping.resolve import load_mapping
 from pg2neo.runtime.connections import resolve
@@ -28,24 +29,8 @@ sink_app = typer.Typer(
 )
 app.add_typer(sink_app, name="sink")
 
-ServersOption = Annotated[
-    str | None, typer.Option("--bootstrap-servers", help="Kafka brokers. Default: the local Kafka (dev up --kafka).")
-]
 GroupOption = Annotated[str, typer.Option("--group", help="The consumer group; run more workers with the same group.")]
 NameOption = Annotated[str, typer.Option("--name", help="The connector's name (its topic prefix).")]
-DeadLetterOption = Annotated[str, typer.Option("--dead-letter-topic", help="Where events that cannot apply go.")]
-
-
-def _servers(given: str | None) -> str:
-    if given:
-        return given
-    kafka = LocalStack(settings().dev).kafka
-    if kafka.running_pid("broker") is None:
-        raise ConfigError(
-            "no --bootstrap-servers given and the local Kafka is not running: start it with "
-            "`pg2neo dev up --kafka`, or pass --bootstrap-servers host:9092"
-        )
-    return kafka.info().bootstrap_servers
 
 
 def _names(name: str) -> ConnectorNames:
@@ -107,12 +92,14 @@ def status_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The group's workers, lag per partition (events not yet applied), end-to-end lag, and dead letters."""
-    from pg2neo.transport.sink_status import sink_status
+    from pg2neo.transport.sink_status import check_kafka, sink_status
 
+    servers = _servers(bootstrap_servers)
+    check_kafka(servers)
     connections = resolve(settings())
     driver = connections.driver()
     try:
-        status = sink_status(_servers(bootstrap_servers), group, dead_letter_topic, driver, connections.neo4j_database)
+        status = sink_status(servers, group, dead_letter_topic, driver, connections.neo4j_database)
     finally:
         driver.close()
     if as_json:
@@ -137,7 +124,9 @@ def dead_letters_command(
     dead_letter_topic: DeadLetterOption = "pg2neo.dead-letters",
 ) -> None:
     """List the events on the dead-letter topic with their reasons (JSON lines)."""
-    from pg2neo.transport.sink_status import dead_letters
+    from pg2neo.transport.sink_status import check_kafka, dead_letters
 
-    for item in dead_letters(_servers(bootstrap_servers), dead_letter_topic):
+    servers = _servers(bootstrap_servers)
+    check_kafka(servers)  # else an unreachable broker would read as "no dead letters"
+    for item in dead_letters(servers, dead_letter_topic):
         typer.echo(json.dumps(item))

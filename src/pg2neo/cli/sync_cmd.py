@@ -17,25 +17,30 @@ from typing import Annotated, Any
 
 import psycopg
 import typer
+from neo4j.exceptions import DriverError, Neo4jError
 from prometheus_client import start_http_server
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from pg2neo import logs
 from pg2neo.apply.engine import BatchResult
+from pg2neo.cli import exits
 from pg2neo.cli.app import console, fail, log, open_pipeline, settings
+from pg2neo.cli.kafka_common import DEAD_LETTER_TOPIC, DeadLetterOption, ServersOption, local_bootstrap_servers
 from pg2neo.coordinate import start_periodic_recovery
 from pg2neo.devstack.neo4j import LocalNeo4j
 from pg2neo.devstack.stack import LocalStack
-from pg2neo.errors import Pg2NeoError
+from pg2neo.errors import ConfigError, Pg2NeoError
 from pg2neo.mapping.plan import Mapping
 from pg2neo.reconcile.background import BackgroundCheck
 from pg2neo.runtime import install
 from pg2neo.runtime.bulk import bulk_finish, bulk_load
-from pg2neo.runtime.connections import resolve
+from pg2neo.runtime.connections import Connections, resolve
 from pg2neo.runtime.service import Stopper, run_service, run_snapshot
 from pg2neo.runtime.status import status_report
 from pg2neo.settings import Settings
+from pg2neo.transport.sink_status import sink_overview
 
 
 def init(
@@ -261,17 +266,92 @@ def run_command(
     logs.event(log, "service_stopped", applied=applied)
 
 
-def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Queue depth, lag, throughput over the last minute, dead letters and the last batch."""
+def status(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    bootstrap_servers: ServersOption = None,
+    dead_letter_topic: DeadLetterOption = DEAD_LETTER_TOPIC,
+) -> None:
+    """Trigger mode: queue depth, lag, throughput over the last minute, dead letters and the last batch. Kafka mode
+    (the sink's checkpoints in Neo4j): per consumer group, workers, events waiting, end-to-end lag, relationships
+    waiting for an end node and dead letters."""
     connections = resolve(settings())
     with psycopg.connect(connections.pg_dsn, autocommit=True) as conn:
         try:
-            report = status_report(conn)
-        except psycopg.errors.UndefinedTable as exc:
-            raise fail(Pg2NeoError("pg2neo is not installed in this database: run `pg2neo init`")) from exc
+            report: dict[str, Any] | None = status_report(conn)
+        except psycopg.errors.UndefinedTable:
+            report = None  # no trigger-mode install: Kafka mode, or neither (said below)
+    servers = bootstrap_servers or local_bootstrap_servers()
+    sink, neo4j_problem = _sink_overview(connections, servers, dead_letter_topic)
+    if report is None and sink is None:
+        raise fail(Pg2NeoError(_neither_mode(neo4j_problem)))
+    if sink is not None:
+        for group in sink["groups"]:
+            group["dead_letters_command"] = _dead_letters_command(bootstrap_servers, dead_letter_topic)
+        if servers is None:
+            sink["kafka_error"] = (
+                "workers, events waiting and dead letters need Kafka: pass --bootstrap-servers host:9092, or start "
+                "the local Kafka with `pg2neo dev up --kafka`"
+            )
     if as_json:
-        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
-        return
+        shown: dict[str, Any] = {"modes": [m for m, on in (("trigger", report), ("kafka", sink)) if on is not None]}
+        shown.update(report or {})
+        shown["kafka_sink"] = sink
+        if neo4j_problem is not None:
+            shown["kafka_sink_error"] = neo4j_problem
+        sys.stdout.write(json.dumps(shown, indent=2, default=str) + "\n")
+    else:
+        if report is None:
+            console.print("trigger mode: not installed in this PostgreSQL database (Kafka mode only)")
+        else:
+            _print_trigger_status(report)
+        if sink is not None:
+            _print_sink_status(sink)
+        elif neo4j_problem is not None:
+            console.print(f"Kafka sink: not checked ({escape(neo4j_problem)})", highlight=False)
+    if sink is not None and servers is not None and sink["kafka_error"] is not None:
+        raise fail(ConfigError(sink["kafka_error"]))  # the report above holds what Neo4j knows
+
+
+def _sink_overview(
+    connections: Connections, servers: str | None, dead_letter_topic: str
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The Kafka sink's groups (None when Neo4j holds no sink checkpoint), or why Neo4j could not be asked: the
+    trigger-mode report must not fail for a Neo4j that is away."""
+    try:
+        driver = connections.driver()
+    except ConfigError as exc:
+        return None, str(exc)
+    try:
+        return sink_overview(driver, servers, dead_letter_topic, connections.neo4j_database), None
+    except (Neo4jError, DriverError, OSError) as exc:
+        return None, logs.redact(exits.failure_for(exc).message)
+    finally:
+        driver.close()
+
+
+def _neither_mode(neo4j_problem: str | None) -> str:
+    if neo4j_problem is not None:
+        return (
+            "pg2neo is not installed in this PostgreSQL database (trigger mode: run `pg2neo init`), and the Kafka "
+            f"sink's progress in Neo4j could not be read: {neo4j_problem}"
+        )
+    return (
+        "pg2neo runs in neither mode here: this PostgreSQL database has no pg2neo install and Neo4j holds no Kafka "
+        "sink checkpoint. Start trigger mode with `pg2neo init` then `pg2neo run`; or Kafka mode with "
+        "`pg2neo kafka register` then `pg2neo sink run` (docs/kafka.md)"
+    )
+
+
+def _dead_letters_command(given_servers: str | None, dead_letter_topic: str) -> str:
+    command = ["pg2neo", "dlq", "list", "--kafka"]
+    if dead_letter_topic != DEAD_LETTER_TOPIC:
+        command += ["--dead-letter-topic", dead_letter_topic]
+    if given_servers:
+        command += ["--bootstrap-servers", given_servers]
+    return shlex.join(command)
+
+
+def _print_trigger_status(report: dict[str, Any]) -> None:
     table = Table("measure", "value")
     table.add_row("queue depth", f"{report['queue_depth']:,}")
     table.add_row("lag (oldest unapplied)", f"{report['lag_seconds']:.2f} s")
@@ -294,6 +374,35 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         if last is None
         else f"{last['kind']} {last['events']} events in {last['duration_ms']} ms at {last['finished_at']}",
     )
+    console.print(table)
+
+
+def _print_sink_status(sink: dict[str, Any]) -> None:
+    kafka_read = sink["kafka_error"] is None
+    title = f"Kafka sink (brokers {sink['bootstrap_servers']})" if kafka_read else "Kafka sink"
+    table = Table("measure", "value", title=escape(title))
+    if not kafka_read:
+        table.add_row("Kafka", f"[yellow]not read[/]: {escape(sink['kafka_error'])}")
+    needs_kafka = "unknown (needs Kafka)"
+    for group in sink["groups"]:
+        partitions = group["partitions"]
+        workers = needs_kafka if group["workers"] is None else f"{group['workers']} worker(s)"
+        table.add_row(f"group {escape(group['group'])}", workers)
+        waiting = needs_kafka if group["lag"] is None else f"{group['lag']:,} in {len(partitions)} partition(s)"
+        table.add_row("  events waiting", waiting)
+        if not kafka_read:
+            places = [f"{p['topic']}/{p['partition']}: {p['applied']:,}" for p in partitions]
+            more = f" and {len(places) - 6} more" if len(places) > 6 else ""
+            table.add_row("  applied up to (next offset)", escape(", ".join(places[:6]) + more) or "nothing yet")
+        seconds = group["end_to_end_seconds"]
+        table.add_row(
+            "  end-to-end lag",
+            "nothing applied yet" if seconds is None else f"{seconds:.2f} s (source commit to Neo4j commit)",
+        )
+        table.add_row("  relationships waiting for an end node", f"{group['pending_relationships']:,}")
+        dead = group["dead_letters"]
+        command = escape(group["dead_letters_command"])
+        table.add_row("  dead letters", needs_kafka if dead is None else f"{dead:,} (list them: {command})")
     console.print(table)
 
 
