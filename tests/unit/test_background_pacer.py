@@ -40,3 +40,25 @@ def test_time_spent_sleeping_is_not_counted_as_work() -> None:
     pacer()  # sleeps 3 s
     pacer()  # no work since: no pause
     assert clock.slept == [3.0]
+
+
+def test_a_check_waits_while_the_service_has_a_backlog_but_not_forever() -> None:
+    clock = FakeClock()
+    idle_at = [clock.now]
+    pacer = Pacer(1.0, clock, idle_since=lambda: idle_at[0], patience=10.0)
+    pacer.sleep = clock.sleep
+    pacer()  # the service was idle just now: no wait
+    assert clock.slept == []
+    clock.now += 5.0  # the service has not been idle for 5 s: it has a backlog
+    pacer()
+    assert sum(clock.slept) == pytest.approx(10.0)  # waited its patience, then goes on
+    clock.slept.clear()
+
+    def idle_again(seconds: float) -> None:
+        clock.sleep(seconds)
+        idle_at[0] = clock.now  # the backlog is gone: the service calls on_idle again
+
+    pacer.sleep = idle_again
+    clock.now += 5.0
+    pacer()
+    assert clock.slept == [0.25]  # one poll, then the service was idle

@@ -63,13 +63,30 @@ CHECK_SHARE = 0.25
 FULL_CHECK_SHARE = 0.5
 
 
+# While the service has a backlog it stops calling `on_idle`; a check then waits between chunks until the service has
+# been idle within IDLE_GAP seconds (it calls `on_idle` every poll interval while the queue is empty), but never more
+# than PATIENCE seconds per chunk, so that a check under sustained load still ends.
+IDLE_GAP = 2.0
+PATIENCE = 30.0
+IDLE_POLL = 0.25
+
+
 class Pacer:
     """Called between chunks of a check's work: sleeps so that the work between two calls takes at most `share` of
-    the elapsed time."""
+    the elapsed time, then, with `idle_since` (when the service was last idle), waits for the service to be idle
+    (see PATIENCE)."""
 
-    def __init__(self, share: float = CHECK_SHARE, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        share: float = CHECK_SHARE,
+        clock: Callable[[], float] = time.monotonic,
+        idle_since: Callable[[], float] | None = None,
+        patience: float = PATIENCE,
+    ) -> None:
         self.share = share
         self.clock = clock
+        self.idle_since = idle_since
+        self.patience = patience
         self.sleep: Callable[[float], None] = time.sleep
         self._mark = clock()
 
@@ -78,6 +95,10 @@ class Pacer:
         pause = worked * (1.0 - self.share) / self.share
         if pause > 0:
             self.sleep(pause)
+        if self.idle_since is not None:
+            waiting_since = self.clock()
+            while self.clock() - self.idle_since() > IDLE_GAP and self.clock() - waiting_since < self.patience:
+                self.sleep(IDLE_POLL)
         self._mark = self.clock()
 
 
@@ -109,8 +130,9 @@ class BackgroundCheck:
     Nothing runs at start (unless `full_at_start`): the first recent check comes after `interval`, the first full
     one after `full_interval`, so a restarted service spends its first minutes catching up, not scanning.
 
-    Each check runs in a daemon thread so that the service loop goes on applying while it scans; a call while the
-    previous check still runs does nothing. A failed check is logged (`drift_check_failed`), never raised.
+    Each check runs in a daemon thread so that the service loop goes on applying while it scans, paced (`Pacer`:
+    a share of the time, and waiting while the service has a backlog); a call while the previous check still runs
+    does nothing. A failed check is logged (`drift_check_failed`), never raised.
     """
 
     pg_dsn: str
@@ -124,11 +146,12 @@ class BackgroundCheck:
     _last: float | None = field(default=None, init=False)
     _last_full: float | None = field(default=None, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
+    _idle_at: float = field(default=0.0, init=False)  # when the service last said it was idle (called us)
     background: bool = True
     full_at_start: bool = False
 
     def __call__(self) -> None:
-        now = self.clock()
+        now = self._idle_at = self.clock()
         if self._last is None and not self.full_at_start:
             # The first checks come one interval after start: a service (re)started under load catches up first.
             self._last = self._last_full = now
@@ -157,10 +180,13 @@ class BackgroundCheck:
                 since,
                 self.stale_after_seconds,
                 self.database,
-                pace=None if not self.background else Pacer(FULL_CHECK_SHARE if since is None else CHECK_SHARE),
+                pace=None if not self.background else self._pacer(FULL_CHECK_SHARE if since is None else CHECK_SHARE),
             )
         except Exception as exc:  # a check must never stop the service
             event(log, "drift_check_failed", error=type(exc).__name__, detail=str(exc)[:200])
+
+    def _pacer(self, share: float) -> Pacer:
+        return Pacer(share, self.clock, idle_since=lambda: self._idle_at)
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
