@@ -202,6 +202,10 @@ INSERT INTO kinds VALUES
  (4, 3, '', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'infinity', NULL, NULL, NULL, NULL, NULL,
   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
 INSERT INTO stamps VALUES ('2024-05-06 07:08:09.5+00', 'x'), ('1999-12-31 23:59:59+00', NULL);
+-- Text with CR LF line breaks, several MB of it: neo4j-admin's parallel (v2) multi-line parser fails on a CR near
+-- the end of its 4 MB read buffer ("found CR outside a text cell"), which the 1M-row benchmark hit.
+INSERT INTO stamps SELECT '2010-01-01 00:00:00+00'::timestamptz + g * interval '1 second', repeat(E'line\r\nbreak ', 60)
+ FROM generate_series(1, 12000) g;
 INSERT INTO links VALUES (1, '2024-05-06 07:08:09.5+00', 0.25, 'one'), (2, NULL, NULL, 'two'),
  (3, '1999-12-31 23:59:59+00', 3, 'three'), (4, '1999-12-31 23:59:59+00', 4, 'four');
 """

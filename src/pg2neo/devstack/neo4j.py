@@ -274,12 +274,22 @@ class LocalNeo4j:
 
     def import_full(self, args: list[str], timeout: float = 300.0) -> str:
         """Stop the server, run `neo4j-admin <args>` (a `database import full`), start it again; returns the tool's
-        output. The server is started again even when the import fails."""
+        output. The server is started again even when the import fails; if it cannot start on the store a failed
+        import left, the import's own error is the one raised."""
         self.stop()
         try:
-            return self.admin(args)
-        finally:
-            self.start(timeout)
+            output = self.admin(args)
+        except StackError as failed:
+            try:
+                self.start(timeout)
+            except StackError as not_started:
+                raise StackError(
+                    f"{failed}\n\nNeo4j did not start again on the database the failed import left ({not_started}). "
+                    "Fix the cause above and run the bulk load again: it overwrites that database."
+                ) from failed
+            raise
+        self.start(timeout)
+        return output
 
     def wait_ready(self, timeout: float = 120.0, process: subprocess.Popen[bytes] | None = None) -> None:
         from neo4j import GraphDatabase
