@@ -130,7 +130,7 @@ def test_snapshot_and_live_changes_arrive_exact(source: KafkaSource, consume: Co
     source.execute("TRUNCATE memberships")
     events = consume(
         [teams, people, members],
-        lambda ev: bool(_by_op(ev, members, "t")) and len(_by_op(ev, people, "d")) == 1,
+        lambda ev: bool(_by_op(ev, members, "t") and _by_op(ev, teams, "u")) and len(_by_op(ev, people, "d")) == 1,
     )
     beta = _by_op(events, teams, "u")[0].value
     assert beta["after"]["name"] == "Beta!"
